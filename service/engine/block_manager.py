@@ -1,0 +1,110 @@
+"""Paged KV cache bookkeeping: fixed-size blocks, reference counts and automatic prefix caching.
+
+A full block is known by a chained hash of its tokens and of the block before it, so equal
+hashes mean equal prefixes (the tokens are compared too, against collisions). When the next
+keystroke's prompt starts with the previous one, its leading blocks are found by hash and only
+the new tokens are computed. Blocks nobody references stay in the cache, in least-recently-used
+order, until a new allocation needs them.
+"""
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from service.engine.sequence import Sequence
+
+
+@dataclass
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int | None = None
+    token_ids: list[int] = field(default_factory=list)
+
+
+def chain_hash(token_ids: list[int], previous: int | None) -> int:
+    return hash((previous, tuple(token_ids)))
+
+
+class BlockManager:
+    def __init__(self, num_blocks: int, block_size: int):
+        self.block_size = block_size
+        self.blocks = [Block(i) for i in range(num_blocks)]
+        self.cached: dict[int, int] = {}  # chained hash -> block id
+        # Unreferenced blocks, least recently used first; they may still hold a cached prefix.
+        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free)
+
+    @property
+    def num_used_blocks(self) -> int:
+        return len(self.blocks) - len(self.free)
+
+    def match_prefix(self, seq: Sequence) -> None:
+        """Take the cached blocks that hold the start of a fresh sequence's tokens."""
+        assert not seq.block_table and seq.num_computed_tokens == 0
+        # The last token is always computed, for its logits: leave its block out of the match.
+        num_full = (len(seq) - 1) // self.block_size
+        previous = None
+        for i in range(num_full):
+            tokens = seq.block_tokens(i, self.block_size)
+            h = chain_hash(tokens, previous)
+            block_id = self.cached.get(h)
+            if block_id is None or self.blocks[block_id].token_ids != tokens:
+                break
+            self._take(block_id)
+            seq.block_table.append(block_id)
+            seq.block_hashes.append(h)
+            previous = h
+        seq.num_computed_tokens = seq.num_cached_tokens = len(seq.block_table) * self.block_size
+
+    def ensure_slots(self, seq: Sequence, num_new_tokens: int) -> bool:
+        """Give the sequence blocks for `num_new_tokens` more computed tokens, or nothing at all."""
+        needed = self.blocks_needed(seq, num_new_tokens)
+        if needed > len(self.free):
+            return False
+        for _ in range(needed):
+            seq.block_table.append(self._allocate_fresh())
+        return True
+
+    def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
+        total = seq.num_computed_tokens + num_new_tokens
+        return max(0, -(-total // self.block_size) - len(seq.block_table))
+
+    def register_full_blocks(self, seq: Sequence) -> None:
+        """Hash the blocks that the last step filled, so later requests can reuse them."""
+        for i in range(len(seq.block_hashes), seq.num_computed_tokens // self.block_size):
+            previous = seq.block_hashes[-1] if seq.block_hashes else None
+            tokens = seq.block_tokens(i, self.block_size)
+            h = chain_hash(tokens, previous)
+            seq.block_hashes.append(h)
+            block = self.blocks[seq.block_table[i]]
+            if h not in self.cached:  # a twin computed at the same time keeps the entry
+                block.hash, block.token_ids = h, tokens
+                self.cached[h] = block.block_id
+
+    def free_sequence(self, seq: Sequence) -> None:
+        # Tail blocks are released first so they are evicted before the prefixes they extend.
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block_id] = None
+        seq.block_table.clear()
+        seq.block_hashes.clear()
+        seq.num_computed_tokens = 0
+
+    def _take(self, block_id: int) -> None:
+        block = self.blocks[block_id]
+        if block.ref_count == 0:
+            del self.free[block_id]
+        block.ref_count += 1
+
+    def _allocate_fresh(self) -> int:
+        block_id, _ = self.free.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash is not None and self.cached.get(block.hash) == block_id:
+            del self.cached[block.hash]
+        block.hash, block.token_ids, block.ref_count = None, [], 1
+        return block_id

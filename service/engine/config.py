@@ -1,0 +1,17 @@
+"""The engine's knobs, each a named argument with a default."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class EngineConfig:
+    model_path: Path
+    device: str = "cpu"  # "cpu" or "cuda"
+    dtype: str = "float32"  # "float32", "bfloat16" or "float16"
+    block_size: int = 16  # tokens per KV block
+    kv_cache_mb: int = 256  # memory for the paged KV cache, all layers
+    max_num_seqs: int = 32  # sequences decoding at once
+    max_num_batched_tokens: int = 512  # tokens per step: decodes first, then prefill chunks
+    max_waiting: int = 128  # queued requests past which new ones are refused
+    num_threads: int | None = None  # torch CPU threads; None = all cores

@@ -1,0 +1,100 @@
+"""The synchronous engine: admit requests, run one step at a time, report what changed."""
+
+import time
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from service.engine import metrics
+from service.engine.block_manager import BlockManager
+from service.engine.config import EngineConfig
+from service.engine.forced_prefix import ForcedPrefixIndex
+from service.engine.model_runner import ModelRunner
+from service.engine.output_processor import OutputProcessor
+from service.engine.sampler import Sampler
+from service.engine.sampling_params import SamplingParams
+from service.engine.scheduler import Scheduler
+from service.engine.sequence import Sequence, Status
+
+
+class InvalidRequest(ValueError):
+    """The request can never be served as asked (the message says why)."""
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.tokenizer = Tokenizer.from_file(str(Path(config.model_path) / "tokenizer.json"))
+        self.runner = ModelRunner(config)
+        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size)
+        self.scheduler = Scheduler(config, self.block_manager)
+        self.stop_token_ids = self._stop_token_ids()
+        vocab_strings = [self.tokenizer.decode([i]) for i in range(self.tokenizer.get_vocab_size())]
+        self.sampler = Sampler(ForcedPrefixIndex(vocab_strings, self.stop_token_ids))
+        self.outputs = OutputProcessor(self.tokenizer, self.stop_token_ids, self.max_positions)
+        self.seqs: dict[str, Sequence] = {}
+
+    @property
+    def max_positions(self) -> int:
+        return self.runner.model.max_positions
+
+    def _stop_token_ids(self) -> set[int]:
+        # End of text, and the special tokens that mean the middle of a FIM prompt is complete.
+        return {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        if not prompt_token_ids:
+            raise InvalidRequest("the prompt is empty: send some text before the cursor")
+        if len(prompt_token_ids) >= self.max_positions:
+            raise InvalidRequest(
+                f"the prompt has {len(prompt_token_ids)} tokens; this model reads at most "
+                f"{self.max_positions - 1}"
+            )
+        vocab = self.runner.model.vocab_size
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab:
+            raise InvalidRequest(f"token ids must be in [0, {vocab})")
+        total = min(len(prompt_token_ids) + params.max_tokens, self.max_positions)
+        if -(-total // self.config.block_size) > self.runner.num_blocks:
+            raise InvalidRequest("prompt plus max_tokens exceed the KV cache; send less context")
+
+    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        self.validate(prompt_token_ids, params)
+        seq = Sequence(request_id, list(prompt_token_ids), params)
+        self.seqs[request_id] = seq
+        self.scheduler.add(seq)
+
+    def abort(self, request_id: str) -> Sequence | None:
+        seq = self.seqs.pop(request_id, None)
+        if seq is not None and not seq.is_finished:
+            self.scheduler.finish(seq, "abort")
+        return seq
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[Sequence]:
+        """One forward pass over the scheduled chunks; returns the sequences that got a token."""
+        chunks = self.scheduler.schedule()
+        if not chunks:
+            return []
+        start = time.perf_counter()
+        num_decodes = sum(c.seq.status == Status.RUNNING for c in chunks)
+        sampled = [c.seq for c in chunks if c.completes_sequence]
+        logits = self.runner.run(chunks)
+        self.scheduler.postprocess(chunks)
+        raw = [self.outputs.raw_text(seq) for seq in sampled]
+        for seq, token_id in zip(sampled, self.sampler(logits, sampled, raw), strict=True):
+            self._on_token(seq, token_id)
+        elapsed = time.perf_counter() - start
+        metrics.observe_step(num_decodes, len(chunks) - num_decodes, elapsed, self.block_manager)
+        return sampled
+
+    def _on_token(self, seq: Sequence, token_id: int) -> None:
+        if seq.first_token_time is None:
+            seq.first_token_time = time.perf_counter()
+            metrics.observe_first_token(seq)
+        reason = self.outputs.append(seq, token_id)
+        if reason is not None:
+            self.scheduler.finish(seq, reason)
+            self.seqs.pop(seq.request_id, None)
+            metrics.observe_finished(seq)

@@ -1,0 +1,57 @@
+"""Prometheus metrics of the engine. Latency buckets start at 1 ms: a keystroke budget is ~100 ms."""
+
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from service.engine.block_manager import BlockManager
+from service.engine.sequence import Sequence
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2, 5, 10)
+
+QUEUE_TIME = Histogram(
+    "engine_queue_time_seconds", "Arrival to first scheduled step", buckets=LATENCY_BUCKETS
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "engine_time_to_first_token_seconds", "Arrival to first sampled token", buckets=LATENCY_BUCKETS
+)
+STEP_TIME = Histogram(
+    "engine_step_seconds", "One model step", ["phase"], buckets=LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "engine_batch_sequences", "Sequences in one step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+)
+PROMPT_TOKENS = Counter("engine_prompt_tokens_total", "Prompt tokens of admitted requests")
+CACHED_PROMPT_TOKENS = Counter(
+    "engine_prefix_cache_hit_tokens_total", "Prompt tokens found in the prefix cache"
+)
+GENERATED_TOKENS = Counter("engine_generated_tokens_total", "Tokens sampled")
+FINISHED = Counter("engine_requests_finished_total", "Finished requests", ["reason"])
+CANCELLED = Counter(
+    "engine_cancellations_total", "Requests aborted before finishing", ["cause"]
+)
+KV_BLOCKS_USED = Gauge("engine_kv_blocks_used", "KV cache blocks referenced by live sequences")
+KV_BLOCKS_TOTAL = Gauge("engine_kv_blocks_total", "KV cache blocks")
+
+
+def observe_step(num_decodes: int, num_prefills: int, seconds: float, blocks: BlockManager) -> None:
+    phase = "mixed" if num_decodes and num_prefills else "decode" if num_decodes else "prefill"
+    STEP_TIME.labels(phase).observe(seconds)
+    BATCH_SIZE.observe(num_decodes + num_prefills)
+    KV_BLOCKS_USED.set(blocks.num_used_blocks)
+    KV_BLOCKS_TOTAL.set(len(blocks.blocks))
+
+
+def observe_first_token(seq: Sequence) -> None:
+    TIME_TO_FIRST_TOKEN.observe(seq.first_token_time - seq.arrival_time)
+    PROMPT_TOKENS.inc(seq.num_prompt_tokens)
+    CACHED_PROMPT_TOKENS.inc(seq.num_cached_tokens)
+
+
+def observe_scheduled(seq: Sequence) -> None:
+    QUEUE_TIME.observe(time.perf_counter() - seq.arrival_time)
+
+
+def observe_finished(seq: Sequence) -> None:
+    GENERATED_TOKENS.inc(seq.num_output_tokens)
+    FINISHED.labels(seq.finish_reason).inc()

@@ -1,0 +1,70 @@
+"""Runs the model over one scheduled step: packs the chunks into flat tensors, owns the KV cache."""
+
+import os
+
+import torch
+
+from service.engine.config import EngineConfig
+from service.engine.scheduler import ScheduledChunk
+from service.models.attention import AttentionMetadata
+from service.models.loader import load_model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelRunner:
+    def __init__(self, config: EngineConfig):
+        torch.set_num_threads(config.num_threads or os.cpu_count() or 1)
+        self.device = torch.device(config.device)
+        self.dtype = DTYPES[config.dtype]
+        self.block_size = config.block_size
+        self.model = load_model(config.model_path, device=self.device, dtype=self.dtype)
+        self.model.eval()
+        self.num_blocks = self._allocate_kv_cache(config.kv_cache_mb)
+
+    def _allocate_kv_cache(self, kv_cache_mb: int) -> int:
+        layers = self.model.attention_layers()
+        shape = (self.block_size, self.model.num_kv_heads, self.model.head_dim)
+        bytes_per_block = 2 * len(layers) * shape[0] * shape[1] * shape[2] * self.dtype.itemsize
+        num_blocks = max(1, kv_cache_mb * 2**20 // bytes_per_block)
+        for layer in layers:
+            layer.k_cache = torch.zeros(num_blocks, *shape, dtype=self.dtype, device=self.device)
+            layer.v_cache = torch.zeros(num_blocks, *shape, dtype=self.dtype, device=self.device)
+        return num_blocks
+
+    @torch.inference_mode()
+    def run(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
+        """Compute the chunks' K/V; return float32 logits for the chunks that complete their sequence."""
+        input_ids, positions, meta, last_rows = self._prepare(chunks)
+        hidden = self.model(input_ids, positions, meta)
+        if not last_rows:
+            return torch.empty(0, self.model.vocab_size)
+        return self.model.compute_logits(hidden[last_rows]).float().cpu()
+
+    def _prepare(self, chunks: list[ScheduledChunk]):
+        input_ids, positions, slots, seq_lens, cu_seqlens_q, last_rows = [], [], [], [], [0], []
+        for chunk in chunks:
+            seq, start = chunk.seq, chunk.seq.num_computed_tokens
+            end = start + chunk.num_tokens
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            table, bs = seq.block_table, self.block_size
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
+            seq_lens.append(end)
+            cu_seqlens_q.append(cu_seqlens_q[-1] + chunk.num_tokens)
+            if chunk.completes_sequence:
+                last_rows.append(cu_seqlens_q[-1] - 1)
+        width = max(len(c.seq.block_table) for c in chunks)
+        tables = [c.seq.block_table + [-1] * (width - len(c.seq.block_table)) for c in chunks]
+
+        def tensor(values, dtype):
+            return torch.tensor(values, dtype=dtype, device=self.device)
+
+        meta = AttentionMetadata(
+            slot_mapping=tensor(slots, torch.int64),
+            block_tables=tensor(tables, torch.int32),
+            seq_lens=tensor(seq_lens, torch.int32),
+            cu_seqlens_q=tensor(cu_seqlens_q, torch.int32),
+            max_seqlen_q=max(c.num_tokens for c in chunks),
+        )
+        return tensor(input_ids, torch.long), tensor(positions, torch.long), meta, last_rows

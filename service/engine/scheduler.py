@@ -1,0 +1,99 @@
+"""Continuous batching: every step, running sequences decode first; waiting prompts fill the rest
+of the token budget in chunks, so a long prompt never stalls the sequences already decoding."""
+
+from collections import deque
+from dataclasses import dataclass
+
+from service.engine import metrics
+from service.engine.block_manager import BlockManager
+from service.engine.config import EngineConfig
+from service.engine.sequence import Sequence, Status
+
+
+@dataclass
+class ScheduledChunk:
+    seq: Sequence
+    num_tokens: int  # tokens of this sequence computed this step, from seq.num_computed_tokens
+
+    @property
+    def completes_sequence(self) -> bool:
+        """After this chunk every token is computed, so the next token is sampled."""
+        return self.seq.num_computed_tokens + self.num_tokens == len(self.seq)
+
+
+class Scheduler:
+    def __init__(self, config: EngineConfig, block_manager: BlockManager):
+        self.max_num_seqs = config.max_num_seqs
+        self.max_num_batched_tokens = config.max_num_batched_tokens
+        self.block_manager = block_manager
+        self.waiting: deque[Sequence] = deque()  # prompts not fully computed, oldest first
+        self.running: list[Sequence] = []  # decoding, oldest first
+        self.num_preemptions = 0
+
+    def add(self, seq: Sequence) -> None:
+        self.waiting.append(seq)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def schedule(self) -> list[ScheduledChunk]:
+        chunks = self._schedule_decodes()
+        budget = self.max_num_batched_tokens - len(chunks)
+        slots = self.max_num_seqs - len(self.running)
+        for seq in list(self.waiting):
+            if budget <= 0 or slots <= 0:
+                break
+            if not seq.block_table and seq.num_computed_tokens == 0:
+                self.block_manager.match_prefix(seq)
+                metrics.observe_scheduled(seq)
+            num_tokens = min(len(seq) - seq.num_computed_tokens, budget)
+            if not self.block_manager.ensure_slots(seq, num_tokens):
+                break  # first come, first served: later prompts wait behind this one
+            chunks.append(ScheduledChunk(seq, num_tokens))
+            budget -= num_tokens
+            slots -= 1
+        return chunks
+
+    def _schedule_decodes(self) -> list[ScheduledChunk]:
+        chunks = []
+        scheduled = set()
+        for seq in list(self.running):
+            if seq.status != Status.RUNNING:
+                continue  # preempted below while making room
+            while not self.block_manager.ensure_slots(seq, 1):
+                victim = next(s for s in reversed(self.running) if id(s) not in scheduled)
+                self._preempt(victim)
+                if victim is seq:
+                    break
+            else:
+                chunks.append(ScheduledChunk(seq, 1))
+                scheduled.add(id(seq))
+        return chunks
+
+    def _preempt(self, seq: Sequence) -> None:
+        """Out of blocks: drop the newest sequence's cache and recompute it later from its tokens."""
+        self.running.remove(seq)
+        self.block_manager.free_sequence(seq)
+        seq.status = Status.WAITING
+        self.waiting.appendleft(seq)
+        self.num_preemptions += 1
+
+    def postprocess(self, chunks: list[ScheduledChunk]) -> None:
+        """Advance the computed counts; prompts that finished prefill join the running set."""
+        for chunk in chunks:
+            seq = chunk.seq
+            seq.num_computed_tokens += chunk.num_tokens
+            self.block_manager.register_full_blocks(seq)
+            if seq.status == Status.WAITING and seq.num_computed_tokens == len(seq):
+                self.waiting.remove(seq)
+                seq.status = Status.RUNNING
+                self.running.append(seq)
+
+    def finish(self, seq: Sequence, reason: str) -> None:
+        if seq.status == Status.RUNNING:
+            self.running.remove(seq)
+        elif seq.status == Status.WAITING:
+            self.waiting.remove(seq)
+        seq.status = Status.FINISHED
+        seq.finish_reason = reason
+        self.block_manager.free_sequence(seq)

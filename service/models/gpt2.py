@@ -1,0 +1,197 @@
+"""GPT-2 (and CodeParrot): learned positions, pre-LayerNorm blocks, GELU MLP, tied LM head.
+
+Matches `transformers.GPT2LMHeadModel`, including CodeParrot's `scale_attn_by_inverse_layer_idx`
+(layer i divides the attention scale by i + 1) and `reorder_and_upcast_attn` (attention math in
+fp32). One model serves both serving (flat tokens + paged KV cache) and training (dense [B, T]).
+
+Weight-tied ("universal transformer") variant: when the config sets `n_shared_blocks = k`,
+only k blocks hold parameters and layer i applies block i % k (k = 1: one block applied
+n_layer times). Every layer still has its own attention scale and its own KV cache.
+`to_hf_state_dict()` exports either variant as an ordinary GPT-2 state dict.
+
+We use `nn.Linear` ([out, in]); Hugging Face's GPT-2 uses `Conv1D` ([in, out]), so those
+weights are transposed on import and export.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GPT2Config
+
+from service.models.attention import AttentionMetadata, PagedAttention
+
+# Hugging Face parameter suffixes stored as Conv1D, i.e. transposed relative to nn.Linear.
+CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def activation(name: str):
+    """The MLP nonlinearity named in a GPT-2 / GPTBigCode config."""
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "gelu":
+        return F.gelu
+    if name == "relu":
+        return F.relu
+    raise ValueError(f"unsupported activation_function {name!r}")
+
+
+class GPT2Attention(nn.Module):
+    """The projections of one attention block (the attention step itself is per layer)."""
+
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        d = config.n_embd
+        self.num_heads = config.n_head
+        self.head_dim = d // config.n_head
+        self.c_attn = nn.Linear(d, 3 * d)
+        self.c_proj = nn.Linear(d, d)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self, x: torch.Tensor, attn: PagedAttention, meta: AttentionMetadata | None
+    ) -> torch.Tensor:
+        q, k, v = self.c_attn(x).split(x.shape[-1], dim=-1)
+        heads = (*x.shape[:-1], self.num_heads, self.head_dim)
+        out = attn(q.view(heads), k.view(heads), v.view(heads), meta)
+        return self.resid_dropout(self.c_proj(out.flatten(-2)))
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        inner = config.n_inner or 4 * config.n_embd
+        self.c_fc = nn.Linear(config.n_embd, inner)
+        self.c_proj = nn.Linear(inner, config.n_embd)
+        self.act = activation(config.activation_function)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class GPT2Block(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = GPT2Attention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = GPT2MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, attn: PagedAttention, meta: AttentionMetadata | None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn, meta)
+        return x + self.mlp(self.ln_2(x))
+
+
+def layer_attention(config: GPT2Config, layer_idx: int) -> PagedAttention:
+    head_dim = config.n_embd // config.n_head
+    scale = head_dim**-0.5 if config.scale_attn_weights else 1.0
+    if config.scale_attn_by_inverse_layer_idx:
+        scale /= layer_idx + 1  # CodeParrot: deeper layers get softer attention
+    return PagedAttention(
+        config.n_head,
+        config.n_head,
+        head_dim,
+        scale,
+        upcast=config.reorder_and_upcast_attn,
+        dropout=config.attn_pdrop,
+    )
+
+
+class GPT2(nn.Module):
+    def __init__(self, config: GPT2Config):
+        super().__init__()
+        if not config.tie_word_embeddings:
+            raise ValueError("GPT-2 checkpoints with an untied lm_head are not supported")
+        self.config = config
+        self.num_layers = config.n_layer
+        self.num_kv_heads = config.n_head
+        self.head_dim = config.n_embd // config.n_head
+        self.vocab_size = config.vocab_size
+        self.max_positions = config.n_positions
+        self.n_shared_blocks = getattr(config, "n_shared_blocks", None)
+
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList(GPT2Block(config) for _ in range(self.n_shared_blocks or config.n_layer))
+        self.attn = nn.ModuleList(layer_attention(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self._init_weights()
+
+    @classmethod
+    def from_config(cls, config: GPT2Config) -> "GPT2":
+        return cls(config)
+
+    def _init_weights(self) -> None:
+        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)."""
+        std = self.config.initializer_range
+        for module in self.modules():
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+        for block in self.h:
+            for proj in (block.attn.c_proj, block.mlp.c_proj):
+                nn.init.normal_(proj.weight, std=std / math.sqrt(2 * self.num_layers))
+
+    def block(self, layer_idx: int) -> GPT2Block:
+        return self.h[layer_idx % len(self.h)]
+
+    def attention_layers(self) -> list[PagedAttention]:
+        return list(self.attn)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        meta: AttentionMetadata | None = None,
+    ) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.wpe(positions))
+        for i, attn in enumerate(self.attn):
+            x = self.block(i)(x, attn, meta)
+        return self.ln_f(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.wte.weight).float()
+
+    def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load `GPT2LMHeadModel` parameters. The tied variant takes layer i < k as block i and
+        requires every later layer to repeat its block."""
+        ours, repeats = {}, []
+        for name, tensor in state_dict.items():
+            name = name.removeprefix("transformer.")
+            if name == "lm_head.weight" or name.endswith((".attn.bias", ".attn.masked_bias")):
+                continue  # the tied head, and causal-mask buffers of old checkpoints
+            if name.endswith(CONV1D_WEIGHTS):
+                tensor = tensor.t()
+            if name.startswith("h."):
+                layer, rest = name[2:].split(".", 1)
+                if int(layer) >= len(self.h):
+                    repeats.append((f"h.{int(layer) % len(self.h)}.{rest}", name, tensor))
+                    continue
+            ours[name] = tensor
+        for block_name, name, tensor in repeats:
+            if not torch.equal(ours[block_name], tensor):
+                raise ValueError(f"{name} differs from the shared {block_name}")
+        self.load_state_dict(ours, strict=True)
+
+    def to_hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """An ordinary `GPT2LMHeadModel` state dict (shared blocks copied into every layer)."""
+        out = {}
+        for name, tensor in self.state_dict().items():
+            if name.endswith(CONV1D_WEIGHTS):
+                tensor = tensor.t()
+            if name.startswith("h."):
+                block, rest = name[2:].split(".", 1)
+                for layer in range(int(block), self.num_layers, len(self.h)):
+                    out[f"transformer.h.{layer}.{rest}"] = tensor.contiguous().clone()
+            else:
+                out[f"transformer.{name}"] = tensor.contiguous().clone()
+        out["lm_head.weight"] = out["transformer.wte.weight"].clone()  # safetensors refuses shared storage
+        return out

@@ -1,0 +1,183 @@
+"""Llama and Qwen2 (CodeLlama, Qwen2.5-Coder): RoPE, RMSNorm, SwiGLU MLP, grouped-query attention.
+
+Matches `transformers.LlamaForCausalLM` / `Qwen2ForCausalLM`. Qwen2 differs only by biases on the
+q/k/v projections. The q/k/v projections are fused into one matrix and gate/up into another
+(one GEMM each instead of three and two), so loading concatenates the Hugging Face weights.
+"""
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from service.models.attention import AttentionMetadata, PagedAttention
+
+# Hugging Face projection -> (our fused projection, its place in the concatenation).
+FUSED_PROJECTIONS = {
+    "q_proj": ("qkv_proj", 0),
+    "k_proj": ("qkv_proj", 1),
+    "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
+
+
+def rope_frequencies(config: PretrainedConfig, head_dim: int) -> tuple[torch.Tensor, float]:
+    """Inverse frequencies and the cos/sin scale of the config's RoPE variant."""
+    params = config.rope_parameters
+    if params["rope_type"] == "default":
+        exponents = torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim
+        return 1.0 / params["rope_theta"] ** exponents, 1.0
+    # Scaled variants (llama3, linear, yarn, ...): use transformers' formulas as they are.
+    return ROPE_INIT_FUNCTIONS[params["rope_type"]](config)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [..., H, D]; cos, sin: [..., D], shared by the heads."""
+    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
+    return x * cos + rotate_half(x) * sin
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 and cast back before the weight, as transformers does.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: PretrainedConfig, head_dim: int):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = head_dim
+        qkv_bias = config.model_type == "qwen2" or config.attention_bias
+        out_bias = config.model_type != "qwen2" and config.attention_bias
+        self.q_size = self.num_heads * head_dim
+        self.kv_size = self.num_kv_heads * head_dim
+        self.qkv_proj = nn.Linear(config.hidden_size, self.q_size + 2 * self.kv_size, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.q_size, config.hidden_size, bias=out_bias)
+        self.attn = PagedAttention(self.num_heads, self.num_kv_heads, head_dim, head_dim**-0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        meta: AttentionMetadata | None,
+    ) -> torch.Tensor:
+        lead = x.shape[:-1]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = apply_rope(q.view(*lead, self.num_heads, self.head_dim), cos, sin)
+        k = apply_rope(k.view(*lead, self.num_kv_heads, self.head_dim), cos, sin)
+        v = v.view(*lead, self.num_kv_heads, self.head_dim)
+        return self.o_proj(self.attn(q, k, v, meta).flatten(-2))
+
+
+class LlamaMLP(nn.Module):
+    def __init__(self, config: PretrainedConfig):
+        super().__init__()
+        bias = getattr(config, "mlp_bias", False)
+        self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: PretrainedConfig, head_dim: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config, head_dim)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = LlamaMLP(config)
+
+    def forward(self, x, cos, sin, meta: AttentionMetadata | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, meta)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Llama(nn.Module):
+    def __init__(self, config: PretrainedConfig):
+        super().__init__()
+        if config.hidden_act != "silu":
+            raise ValueError(f"unsupported hidden_act {config.hidden_act!r} (Llama needs silu)")
+        if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+            raise ValueError("sliding-window attention layers are not supported")
+        self.config = config
+        self.num_layers = config.num_hidden_layers
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = (
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
+        self.vocab_size = config.vocab_size
+        self.max_positions = config.max_position_embeddings
+
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(config, self.head_dim) for _ in range(config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        tied = config.tie_word_embeddings
+        self.lm_head = None if tied else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        # A plain attribute, not a buffer: it stays fp32 when the model is cast to bf16.
+        self.inv_freq, self.rope_scale = rope_frequencies(config, self.head_dim)
+
+    def attention_layers(self) -> list[PagedAttention]:
+        return [layer.self_attn.attn for layer in self.layers]
+
+    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq.to(positions.device)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        return (angles.cos() * self.rope_scale).to(dtype), (angles.sin() * self.rope_scale).to(dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        meta: AttentionMetadata | None = None,
+    ) -> torch.Tensor:
+        if positions is None:
+            positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rope(positions, x.dtype)
+        for layer in self.layers:
+            x = layer(x, cos, sin, meta)
+        return self.norm(x)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, head).float()
+
+    def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load `LlamaForCausalLM` / `Qwen2ForCausalLM` parameters, fusing q/k/v and gate/up."""
+        ours, fused = {}, defaultdict(dict)
+        for name, tensor in state_dict.items():
+            name = name.removeprefix("model.")
+            if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and self.lm_head is None):
+                continue  # recomputed from the config / the tied head
+            prefix, proj, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", "", name)
+            if proj in FUSED_PROJECTIONS:
+                target, index = FUSED_PROJECTIONS[proj]
+                fused[f"{prefix}.{target}.{kind}"][index] = tensor
+            else:
+                ours[name] = tensor
+        for name, parts in fused.items():
+            ours[name] = torch.cat([parts[i] for i in sorted(parts)])
+        self.load_state_dict(ours, strict=True)

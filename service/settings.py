@@ -1,0 +1,82 @@
+"""The server's settings: one typed record, filled from command-line flags and environment.
+
+Every field is a flag `--field-name` and an environment variable `SERVICE_FIELD_NAME`; the flag
+wins over the variable, the variable over the default. `service/__main__.py` builds the parser from
+the fields below, so the help text lives here, next to the setting it explains.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The checkpoint `make serve` serves when no --model is given.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+
+ENV_PREFIX = "SERVICE_"
+
+
+def setting(default, help: str, **argparse_options):
+    """A dataclass field that carries its --help text (and argparse options) as metadata."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = setting("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
+    port: int = setting(8000, "TCP port to listen on")
+    model: Path = setting(
+        DEFAULT_MODEL_DIR,
+        "checkpoint directory in Hugging Face format (config.json, model.safetensors, "
+        "tokenizer.json); defaults to the bundled checkpoints/default",
+    )
+    device: str = setting(
+        "auto", "where the model runs: cuda when available for auto", choices=["auto", "cpu", "cuda"]
+    )
+    dtype: str = setting(
+        "auto",
+        "model weights' dtype: float32 on CPU and bfloat16 on CUDA for auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+    )
+    redis_url: str | None = setting(
+        None, "suggestion cache in Redis (redis://host:6379/0); in-process LRU when unset"
+    )
+    auth_tokens_file: Path | None = setting(
+        None, "file of 'TOKEN TENANT' lines; requests need 'Authorization: Bearer TOKEN' when set"
+    )
+    max_body_bytes: int = setting(
+        1_000_000, "largest request body accepted; larger ones get 413"
+    )
+    kv_cache_mb: int = setting(256, "memory for the paged KV cache, all layers together")
+    max_num_seqs: int = setting(32, "sequences decoding at once (continuous batching)")
+    max_waiting: int = setting(128, "queued requests past which new ones get 503 + Retry-After")
+    num_threads: int | None = setting(None, "torch CPU threads for the model; all cores when unset")
+    prefix_tokens: int = setting(
+        1024, "token budget for the code before the cursor (cut at a line boundary)"
+    )
+    suffix_tokens: int = setting(
+        256, "token budget for the code after the cursor (cut at a line boundary)"
+    )
+    snippet_tokens: int = setting(
+        256, "token budget for Tabby's declarations and snippets, rendered as comment lines"
+    )
+    max_tokens_limit: int = setting(1024, "largest max_tokens / n_predict a request may ask for")
+    max_n: int = setting(8, "largest number of choices (n) a request may ask for")
+    request_timeout_s: float = setting(
+        30.0, "a generation still running after this many seconds is stopped and returned"
+    )
+    log_level: str = setting(
+        "info", "server log level", choices=["critical", "error", "warning", "info", "debug"]
+    )
+
+    @property
+    def resolved_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch  # torch is slow to import; only the server needs it, not --help
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def resolved_dtype(self) -> str:
+        if self.dtype != "auto":
+            return self.dtype
+        return "bfloat16" if self.resolved_device == "cuda" else "float32"

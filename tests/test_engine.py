@@ -1,0 +1,213 @@
+"""The engine against `transformers` on the same tiny checkpoint: batching, prefix reuse,
+chunked prefill, preemption, cancellation and the decoding options."""
+
+import asyncio
+
+import pytest
+import torch
+from tokenizers import Tokenizer
+from transformers import AutoModelForCausalLM
+
+from service.engine import (
+    AsyncEngine,
+    EngineConfig,
+    EngineOverloaded,
+    InvalidRequest,
+    LLMEngine,
+    SamplingParams,
+)
+from tests.tiny_checkpoints import build_checkpoint
+
+PROMPTS = [
+    "def fibonacci(n):\n    if n < 2:\n        return n\n",
+    "import os\n\nclass Config:\n    def __init__(self, path):\n        self.path = path\n" * 3,
+    "x = 1",
+    "for item in items:\n    total += item.price * item.quantity\nprint(total)\n" * 2,
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return build_checkpoint(tmp_path_factory.mktemp("gpt2"), "gpt2", n_positions=512)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoint):
+    return Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+
+
+@pytest.fixture(scope="module")
+def hf_model(checkpoint):
+    return AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+
+
+def hf_greedy(hf_model, ids: list[int], max_tokens: int) -> list[int]:
+    """Greedy continuation by transformers' forward pass, through EOS like ignore_eos."""
+    tokens = list(ids)
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            tokens.append(int(hf_model(torch.tensor([tokens])).logits[0, -1].argmax()))
+    return tokens[len(ids) :]
+
+
+def make_engine(checkpoint, **kwargs) -> LLMEngine:
+    return LLMEngine(EngineConfig(model_path=checkpoint, num_threads=1, **kwargs))
+
+
+def run_to_completion(engine: LLMEngine, max_steps: int = 2000) -> None:
+    for _ in range(max_steps):
+        if not engine.has_work():
+            return
+        engine.step()
+    raise AssertionError("engine did not finish")
+
+
+def greedy(max_tokens: int, **kwargs) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, ignore_eos=True, **kwargs)
+
+
+def test_batched_greedy_matches_transformers(checkpoint, tokenizer, hf_model):
+    engine = make_engine(checkpoint, block_size=4, max_num_batched_tokens=24)
+    seqs = {}
+    for i, prompt in enumerate(PROMPTS):
+        ids = tokenizer.encode(prompt).ids
+        engine.add_request(f"r{i}", ids, greedy(12))
+        seqs[f"r{i}"] = (ids, engine.seqs[f"r{i}"])
+        engine.step()  # requests arrive while others are mid-prefill or decoding
+    run_to_completion(engine)
+    for ids, seq in seqs.values():
+        assert seq.output_token_ids == hf_greedy(hf_model, ids, 12)
+        assert seq.finish_reason == "length"
+    assert engine.block_manager.num_used_blocks == 0
+
+
+def test_chunked_prefill_never_stalls_decoding(checkpoint, tokenizer):
+    engine = make_engine(checkpoint, block_size=4, max_num_batched_tokens=16)
+    engine.add_request("short", tokenizer.encode("a = 1").ids, greedy(30))
+    run_steps = 0
+    while not engine.seqs["short"].output_token_ids:
+        engine.step()
+        run_steps += 1
+    long_ids = tokenizer.encode(PROMPTS[1] * 2).ids
+    assert len(long_ids) > 64
+    engine.add_request("long", long_ids, greedy(4))
+    short = engine.seqs["short"]
+    while engine.seqs.get("long") is not None and engine.seqs["long"].num_output_tokens == 0:
+        before = short.num_output_tokens
+        engine.step()
+        assert short.num_output_tokens == before + 1, "the decoding sequence skipped a step"
+
+
+def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):
+    engine = make_engine(checkpoint, block_size=4)
+    first = tokenizer.encode(PROMPTS[1]).ids
+    engine.add_request("k1", first, greedy(8))
+    seq1 = engine.seqs["k1"]
+    run_to_completion(engine)
+    assert seq1.num_cached_tokens == 0
+    keystroke = tokenizer.encode(PROMPTS[1] + "    def lo").ids
+    engine.add_request("k2", keystroke, greedy(8))
+    seq2 = engine.seqs["k2"]
+    run_to_completion(engine)
+    common = next(i for i, (a, b) in enumerate(zip(first, keystroke)) if a != b)
+    assert seq2.num_cached_tokens == (common // 4) * 4 > 0
+    assert seq2.output_token_ids == hf_greedy(hf_model, keystroke, 8)
+
+
+def test_preemption_when_blocks_run_out(checkpoint, tokenizer, hf_model):
+    # Room for a few sequences only: some are preempted, recomputed, and still exact.
+    engine = make_engine(checkpoint, block_size=4, kv_cache_mb=1)
+    engine.block_manager.__init__(40, 4)  # shrink to 40 blocks = 160 tokens
+    ids = [tokenizer.encode(p).ids[:30] for p in PROMPTS]
+    for i, prompt_ids in enumerate(ids):
+        engine.add_request(f"p{i}", prompt_ids, greedy(20))
+    seqs = list(engine.seqs.values())
+    run_to_completion(engine)
+    assert engine.scheduler.num_preemptions > 0
+    for prompt_ids, seq in zip(ids, seqs, strict=True):
+        assert seq.output_token_ids == hf_greedy(hf_model, prompt_ids, 20)
+
+
+def test_abort_frees_blocks_and_keeps_prefix(checkpoint, tokenizer):
+    engine = make_engine(checkpoint, block_size=4)
+    ids = tokenizer.encode(PROMPTS[3]).ids
+    engine.add_request("a", ids, greedy(50))
+    for _ in range(5):
+        engine.step()
+    seq = engine.abort("a")
+    assert seq.finish_reason == "abort"
+    assert engine.block_manager.num_used_blocks == 0
+    engine.add_request("b", ids, greedy(2))
+    engine.step()
+    assert engine.seqs["b"].num_cached_tokens == ((len(ids) - 1) // 4) * 4
+
+
+def test_stop_strings_and_eos(checkpoint, tokenizer, hf_model):
+    ids = tokenizer.encode(PROMPTS[0]).ids
+    reference = tokenizer.decode(hf_greedy(hf_model, ids, 16))
+    stop = reference[5:8]
+    engine = make_engine(checkpoint)
+    engine.add_request("s", ids, greedy(16, stop=[stop]))
+    seq = engine.seqs["s"]
+    run_to_completion(engine)
+    assert seq.finish_reason == "stop"
+    assert seq.text == reference[: reference.find(stop)]
+
+
+def test_token_healing_forces_the_removed_characters(checkpoint, tokenizer):
+    engine = make_engine(checkpoint)
+    ids = tokenizer.encode("def f(x):\n").ids
+    engine.add_request("h", ids, greedy(6, forced_prefix="    ret"))
+    seq = engine.seqs["h"]
+    run_to_completion(engine)
+    raw = tokenizer.decode(seq.output_token_ids)
+    assert raw.startswith("    ret")
+    assert seq.text == raw[len("    ret") :]
+
+
+def test_seeded_sampling_is_reproducible(checkpoint, tokenizer):
+    ids = tokenizer.encode(PROMPTS[2]).ids
+    texts = []
+    for _ in range(2):
+        engine = make_engine(checkpoint)
+        engine.add_request("t", ids, SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=7))
+        seq = engine.seqs["t"]
+        run_to_completion(engine)
+        texts.append(seq.output_token_ids)
+    assert texts[0] == texts[1]
+
+
+def test_invalid_requests_are_refused(checkpoint):
+    engine = make_engine(checkpoint)
+    with pytest.raises(InvalidRequest, match="empty"):
+        engine.add_request("e", [], greedy(4))
+    with pytest.raises(InvalidRequest, match="tokens"):
+        engine.add_request("l", [1] * 600, greedy(4))
+    with pytest.raises(InvalidRequest, match="token ids"):
+        engine.add_request("v", [10**6], greedy(4))
+
+
+def test_async_engine_supersede_abort_and_overload(checkpoint, tokenizer):
+    async def scenario():
+        engine = AsyncEngine(EngineConfig(model_path=checkpoint, num_threads=1, max_num_seqs=2, max_waiting=1))
+        try:
+            ids = tokenizer.encode(PROMPTS[0]).ids
+            older = engine.generate(ids, greedy(200), "old", session_id="editor-1")
+            first = await anext(older)
+            newer = engine.generate(ids + ids[:2], greedy(3), "new", session_id="editor-1")
+            outputs = [o async for o in older]
+            assert (outputs[-1] if outputs else first).finish_reason == "abort"
+            last = [o async for o in newer][-1]
+            assert last.finish_reason == "length" and last.num_cached_tokens > 0
+            streams = [engine.generate(ids, greedy(100), f"f{i}") for i in range(3)]
+            with pytest.raises(EngineOverloaded):
+                engine.generate(ids, greedy(1), "one-too-many")
+            for stream in streams:  # consumers that walk away abort their requests
+                await anext(stream)
+                await stream.aclose()
+            await asyncio.sleep(0.2)
+            assert engine.stats()["kv_blocks_used"] == 0
+        finally:
+            engine.shutdown()
+
+    asyncio.run(scenario())

@@ -1,0 +1,178 @@
+"""The configuration of the model stages (train, evaluate, export): sections of the same YAML file
+that configures the data stages (`training/data/config.py` reads the others).
+
+    model:         GPT-2 shape, CodeParrot's stability options, the weight-tied variant
+    train:         optimisation, batch, checkpoints
+    curriculum:    named phases, each with its own FIM objective and source mixture
+    finetune_sources: extra corpora in their published formats (MBPP, CodeSearchNet)
+    evaluate:      which evaluations, how many examples
+    export:        where the Hugging Face directory goes
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from transformers import GPT2Config
+
+from training.data.config import DataConfig, build, set_value
+from training.data.config import load_config as load_data_config
+from training.fim import FimConfig
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    n_embd: int = 256
+    n_head: int = 4
+    n_positions: int = 512
+    n_shared_blocks: int | None = None  # weight-tied ("universal") variant: k blocks reused
+    dropout: float = 0.0
+    scale_attn_by_inverse_layer_idx: bool = True  # CodeParrot's two stability options
+    reorder_and_upcast_attn: bool = True
+
+    def gpt2_config(self, vocab_size: int, eot_id: int) -> GPT2Config:
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=self.n_positions,
+            n_ctx=self.n_positions,
+            n_embd=self.n_embd,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            resid_pdrop=self.dropout,
+            embd_pdrop=self.dropout,
+            attn_pdrop=self.dropout,
+            scale_attn_by_inverse_layer_idx=self.scale_attn_by_inverse_layer_idx,
+            reorder_and_upcast_attn=self.reorder_and_upcast_attn,
+            bos_token_id=eot_id,
+            eos_token_id=eot_id,
+            n_shared_blocks=self.n_shared_blocks,
+        )
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    num_threads: int | None = None  # torch threads per process; None keeps torch's default
+    batch_size: int = 8  # sequences per micro-batch per process
+    block_size: int = 512
+    grad_accum: int = 1
+    learning_rate: float = 5e-4
+    min_lr: float = 5e-5
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    log_every: int = 10
+    eval_every: int = 500
+    eval_batches: int = 8
+    checkpoint_every_s: float = 300.0
+    checkpoint_every_steps: int = 1000
+
+
+@dataclass
+class PhaseConfig:
+    steps: int
+    fim: FimConfig = field(default_factory=FimConfig)
+    mixture: dict[str, float] = field(default_factory=lambda: {"pretrain": 1.0})
+
+
+@dataclass
+class SourceSpec:
+    format: str  # mbpp | codesearchnet
+    path: str
+
+
+@dataclass
+class LineCompletionConfig:
+    files: int = 50  # held-out files, decoded from val.bin
+    examples_per_file: int = 4
+    multi_line: int = 4  # lines in a multi-line target
+    max_prompt_tokens: int = 384
+    max_new_tokens: int = 48
+
+
+@dataclass
+class HumanEvalConfig:
+    enabled: bool = True
+    problems: int | None = None  # the first N problems; None = all 164
+    samples: int = 10
+    temperature: float = 0.8
+    max_new_tokens: int = 128
+    timeout_s: float = 5.0
+    memory_mb: int = 512
+
+
+@dataclass
+class EvalConfig:
+    model_dir: str = "checkpoints/default"
+    val_tokens: int = 200_000
+    batch_size: int = 8
+    line_completion: LineCompletionConfig = field(default_factory=LineCompletionConfig)
+    humaneval: HumanEvalConfig = field(default_factory=HumanEvalConfig)
+
+
+@dataclass
+class ExportConfig:
+    out_dir: str = "checkpoints/default"
+    max_megabytes: float = 30.0
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    curriculum: dict[str, PhaseConfig]
+    finetune_sources: dict[str, SourceSpec]
+    evaluate: EvalConfig
+    export: ExportConfig
+
+    @property
+    def max_steps(self) -> int:
+        return sum(phase.steps for phase in self.curriculum.values())
+
+
+def _phase(values: dict) -> PhaseConfig:
+    fim = values.get("fim") or {}
+    if "span_kinds" in fim:
+        fim = {**fim, "span_kinds": tuple(fim["span_kinds"])}
+    return PhaseConfig(
+        steps=values["steps"],
+        fim=build(FimConfig, fim),
+        mixture=values.get("mixture") or {"pretrain": 1.0},
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read every section; `overrides` are `section.field=value` (e.g. `train.batch_size=4`)."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    curriculum = raw.get("curriculum") or {"causal_and_fim": {"steps": 1000}}
+    data_overrides = [
+        o for o in overrides if o.split(".")[0] not in ("model", "train", "evaluate", "export")
+    ]
+    cfg = RunConfig(
+        data=load_data_config(path, data_overrides),
+        model=build(ModelConfig, raw.get("model") or {}),
+        train=build(TrainConfig, raw.get("train") or {}),
+        curriculum={name: _phase(values) for name, values in curriculum.items()},
+        finetune_sources={
+            name: build(SourceSpec, spec)
+            for name, spec in (raw.get("finetune_sources") or {}).items()
+        },
+        evaluate=build(EvalConfig, raw.get("evaluate") or {}),
+        export=build(ExportConfig, raw.get("export") or {}),
+    )
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.split(".")[0] in ("model", "train", "evaluate", "export"):
+            set_value(cfg, key, value)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)

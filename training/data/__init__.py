@@ -1,0 +1,1 @@
+"""The CodeParrot data pipeline: sources, filters, near-dedup, decontamination, report."""

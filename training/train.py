@@ -1,0 +1,241 @@
+"""The training loop (nanoGPT-shaped): AdamW, warmup + cosine, clipping, accumulation, DDP.
+
+Run it with `python -m training train --config C`, or `torchrun --nproc-per-node N -m training
+train --config C` for data parallelism (gloo on CPU, NCCL on GPU). A run resumes by itself from
+`OUT/ckpt.pt`: model, optimizer, scheduler, RNG and step are restored, and the data position is
+the step (see `training/curriculum.py`), so the resumed run continues bit for bit.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from service.models.gpt2 import GPT2
+from training.config import RunConfig, TrainConfig, to_dict
+from training.curriculum import IGNORE_INDEX, Curriculum, read_documents, tokenize_documents
+from training.curves import plot_learning_curve
+from training.validation import val_metrics, val_windows
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_type: str) -> Distributed:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; without them this is one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return Distributed()
+    dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ["LOCAL_RANK"]))
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
+
+
+def read_tokens(path: Path, dtype: str) -> np.ndarray:
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r")
+
+
+def read_meta(data_dir: Path) -> dict:
+    return json.loads((data_dir / "meta.json").read_text())
+
+
+def build_model(cfg: RunConfig, meta: dict) -> GPT2:
+    return GPT2(cfg.model.gpt2_config(meta["vocab_size"], meta["eot_id"]))
+
+
+def build_curriculum(cfg: RunConfig, tokenizer: Tokenizer, meta: dict) -> Curriculum:
+    sources = {"pretrain": read_tokens(cfg.data.out / "train.bin", meta["dtype"])}
+    for name, spec in cfg.finetune_sources.items():
+        sources[name] = tokenize_documents(read_documents(spec), tokenizer)
+    return Curriculum(cfg.curriculum, sources, tokenizer, cfg.train.block_size, cfg.train.seed)
+
+
+def configure_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on matrices only; biases, LayerNorms stay undecayed (GPT-2 / nanoGPT)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2))
+
+
+def lr_multiplier(t: TrainConfig, max_steps: int):
+    """Linear warmup, then cosine decay to min_lr at max_steps (as a factor of learning_rate)."""
+    floor = t.min_lr / t.learning_rate
+
+    def multiplier(step: int) -> float:
+        if step < t.warmup_steps:
+            return (step + 1) / t.warmup_steps
+        progress = min(1.0, (step - t.warmup_steps) / max(1, max_steps - t.warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return multiplier
+
+
+class Trainee(nn.Module):
+    """Model + LM head as one forward, so DDP hooks see every parameter's gradient."""
+
+    def __init__(self, model: GPT2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.compute_logits(self.model(x))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a broken checkpoint
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """After a resume, drop records the interrupted run logged past its last checkpoint."""
+    if path.exists():
+        lines = path.read_text().splitlines()
+        path.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
+
+
+def train(cfg: RunConfig, until_step: int | None = None) -> dict:
+    """Train to the end of the curriculum (or stop after `until_step`); returns the last metrics."""
+    t = cfg.train
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    ddp = init_distributed("cuda" if pick_device(t.device, 0).type == "cuda" else "cpu")
+    device = pick_device(t.device, ddp.local_rank)
+    out = Path(t.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = read_meta(cfg.data.out)
+    tokenizer = Tokenizer.from_file(str(cfg.data.out / "tokenizer.json"))
+    curriculum = build_curriculum(cfg, tokenizer, meta)
+    val = val_windows(
+        read_tokens(cfg.data.out / "val.bin", meta["dtype"]),
+        t.block_size,
+        t.eval_batches * t.batch_size,
+    )
+
+    torch.manual_seed(t.seed)
+    model = build_model(cfg, meta).to(device)
+    optimizer = configure_optimizer(model, t)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(t, cfg.max_steps))
+    start, tokens, elapsed = 0, 0, 0.0
+    ckpt_path, metrics_path = out / "ckpt.pt", out / "metrics.jsonl"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ckpt["config"]["model"] != to_dict(cfg)["model"]:
+            raise ValueError(
+                f"{ckpt_path} was trained with another model config; use a new train.out_dir"
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        start, tokens, elapsed = ckpt["step"], ckpt["tokens"], ckpt["elapsed_s"]
+        if ddp.is_main:
+            keep_metrics_until(metrics_path, start)
+    trainee = Trainee(model)
+    if ddp.world_size > 1:
+        trainee = DistributedDataParallel(
+            trainee, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def checkpoint(step: int) -> None:
+        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                     torch_rng=torch.get_rng_state(), step=step, tokens=tokens, elapsed_s=elapsed,
+                     config=to_dict(cfg), device=str(device), world_size=ddp.world_size)  # fmt: skip
+        save_checkpoint(ckpt_path, state)
+        plot_learning_curve(
+            metrics_path, out / "learning_curve.png", f"{cfg.model.n_layer}x{cfg.model.n_embd}"
+        )
+
+    def log(record: dict) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    stop = min(cfg.max_steps, until_step or cfg.max_steps)
+    bar = tqdm(range(start, stop), initial=start, total=stop, disable=not ddp.is_main,
+               mininterval=1 if sys.stderr.isatty() else 30, desc="train")  # fmt: skip
+    last_save, step_tokens = (
+        time.monotonic(),
+        t.batch_size * t.block_size * t.grad_accum * ddp.world_size,
+    )
+    metrics: dict = {}
+    for step in bar:
+        t0 = time.perf_counter()
+        for micro in range(t.grad_accum):
+            slot = micro * ddp.world_size + ddp.rank
+            x, y = (
+                z.to(device)
+                for z in curriculum.batch(
+                    step, range(slot * t.batch_size, (slot + 1) * t.batch_size)
+                )
+            )
+            sync = micro == t.grad_accum - 1 or ddp.world_size == 1
+            with nullcontext() if sync else trainee.no_sync(), autocast:
+                loss = F.cross_entropy(
+                    trainee(x).flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX
+                )
+                (loss / t.grad_accum).backward()
+        norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += step_tokens
+        elapsed += time.perf_counter() - t0
+        metrics = dict(step=step + 1, tokens=tokens, loss=loss.item(), lr=scheduler.get_last_lr()[0],
+                       grad_norm=norm.item(), tok_per_s=step_tokens / (time.perf_counter() - t0),
+                       phase=curriculum.phase_at(step))  # fmt: skip
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tok_per_s']:.0f}")
+        if not ddp.is_main:
+            continue
+        if (step + 1) % t.log_every == 0:
+            log(metrics)
+        if (step + 1) % t.eval_every == 0 or step + 1 == cfg.max_steps:
+            model.eval()
+            metrics |= val_metrics(model, val, t.batch_size, device)
+            model.train()
+            log(
+                dict(
+                    step=step + 1,
+                    tokens=tokens,
+                    val_loss=metrics["val_loss"],
+                    accuracy=metrics["accuracy"],
+                )
+            )
+        due = (
+            time.monotonic() - last_save >= t.checkpoint_every_s
+            or (step + 1) % t.checkpoint_every_steps == 0
+        )
+        if due or step + 1 == stop:
+            checkpoint(step + 1)
+            last_save = time.monotonic()
+    if ddp.world_size > 1:
+        dist.destroy_process_group()
+    return metrics
