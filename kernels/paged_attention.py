@@ -40,30 +40,86 @@ def paged_attention_reference(
 
     q: [N, H, D]; caches: [num_blocks, block_size, H_kv, D]; block_tables: [B, max_blocks];
     seq_lens: [B]; cu_seqlens_q: [B + 1]. Returns [N, H, D] in q's dtype.
+
+    Also the CPU path of the engine, so it is shaped for speed there: a sequence whose blocks
+    are adjacent in the cache is read as a view, without copying; the others are gathered, the
+    decoding ones (one query each) together in one padded SDPA call.
     """
+    out = torch.zeros_like(q)
+    starts, lens, tables = cu_seqlens_q.tolist(), seq_lens.tolist(), block_tables.tolist()
     block_size = k_cache.shape[1]
-    num_heads, num_kv_heads = q.shape[1], k_cache.shape[2]
-    out = torch.empty_like(q)
-    starts, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
+    scattered_decodes = []
     for i, seq_len in enumerate(lens):
         q_start, q_end = starts[i], starts[i + 1]
-        n_q = q_end - q_start
-        if n_q == 0:
-            continue
-        n_blocks = (seq_len + block_size - 1) // block_size
-        blocks = block_tables[i, :n_blocks].long()
-        k = k_cache[blocks].flatten(0, 1)[:seq_len].float()  # [S, H_kv, D]
-        v = v_cache[blocks].flatten(0, 1)[:seq_len].float()
-        group = num_heads // num_kv_heads
-        k = k.repeat_interleave(group, dim=1).transpose(0, 1)  # [H, S, D]
-        v = v.repeat_interleave(group, dim=1).transpose(0, 1)
-        qi = q[q_start:q_end].float().transpose(0, 1)  # [H, n_q, D]
-        # Query j sits at position seq_len - n_q + j and sees positions up to and including it.
-        q_pos = torch.arange(seq_len - n_q, seq_len, device=q.device)[:, None]
-        mask = torch.arange(seq_len, device=q.device)[None, :] <= q_pos
-        o = F.scaled_dot_product_attention(qi, k, v, attn_mask=mask, scale=scale)
-        out[q_start:q_end] = o.transpose(0, 1).to(q.dtype)
+        span = _adjacent_span(tables[i], seq_len, block_size)
+        if q_end - q_start == 1 and span is None:
+            scattered_decodes.append(i)
+        elif q_end > q_start:
+            if span is None:
+                k, v = (_gather(c, block_tables[i : i + 1], seq_len) for c in (k_cache, v_cache))
+            else:
+                k, v = (_view(c, span, seq_len) for c in (k_cache, v_cache))
+            out[q_start:q_end] = _attend(q[q_start:q_end], k, v, scale)
+    if scattered_decodes:
+        rows = [starts[i] for i in scattered_decodes]
+        out[rows] = _decode_gathered(
+            q[rows],
+            k_cache,
+            v_cache,
+            block_tables[scattered_decodes],
+            seq_lens[scattered_decodes],
+            scale,
+        )
     return out
+
+
+def _adjacent_span(table: list[int], length: int, block_size: int) -> slice | None:
+    """The cache rows of a sequence whose blocks are consecutive, else None."""
+    n_blocks = -(-length // block_size)
+    first = table[0]
+    if table[:n_blocks] != list(range(first, first + n_blocks)):
+        return None
+    return slice(first, first + n_blocks)
+
+
+def _view(cache: torch.Tensor, span: slice, length: int) -> torch.Tensor:
+    """[1, H_kv, length, D], a view of adjacent blocks (a copy only to change dtype)."""
+    return cache[span].flatten(0, 1)[:length].transpose(0, 1)[None].float()
+
+
+def _gather(cache: torch.Tensor, block_tables: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, H_kv, length, D] from each sequence's blocks (padding entries read block 0)."""
+    n_blocks = -(-length // cache.shape[1])
+    blocks = block_tables[:, :n_blocks].long().clamp(min=0)
+    return cache[blocks].flatten(1, 2)[:, :length].transpose(1, 2).float()
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """q: [n, H, D], the last n of the S tokens of one sequence; k, v: [1, H_kv, S, D]."""
+    n, seq_len = q.shape[0], k.shape[2]
+    qi = q.float().transpose(0, 1)[None]  # [1, H, n, D]
+    if n == 1:  # the last token sees everything
+        mask, causal = None, False
+    elif n == seq_len:
+        mask, causal = None, True
+    else:  # a chunk after a cached prefix: query j sits at position seq_len - n + j
+        q_pos = torch.arange(seq_len - n, seq_len, device=q.device)[:, None]
+        mask, causal = torch.arange(seq_len, device=q.device)[None, :] <= q_pos, False
+    o = F.scaled_dot_product_attention(
+        qi, k, v, attn_mask=mask, is_causal=causal, scale=scale, enable_gqa=True
+    )
+    return o[0].transpose(0, 1).to(q.dtype)
+
+
+def _decode_gathered(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
+    """q: [B, H, D], one query per sequence, at its last position."""
+    longest = int(seq_lens.max())
+    k, v = _gather(k_cache, block_tables, longest), _gather(v_cache, block_tables, longest)
+    valid = torch.arange(longest, device=q.device)[None, :] < seq_lens[:, None]  # [B, S]
+    o = F.scaled_dot_product_attention(
+        q.float()[:, :, None], k, v, attn_mask=valid[:, None, None], scale=scale, enable_gqa=True
+    )
+    return o[:, :, 0].to(q.dtype)
 
 
 def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
@@ -81,4 +137,6 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, s
         return paged_attention_triton(
             q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
         )
-    return paged_attention_reference(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale)
+    return paged_attention_reference(
+        q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
+    )

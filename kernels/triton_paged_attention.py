@@ -61,6 +61,7 @@ def _attend_tile(
     pos = tile_start + tl.arange(0, BLOCK_N)
     in_range = pos < kv_end
     block = tl.load(table_row_ptr + pos // BLOCK_SIZE, mask=in_range, other=0)
+    block = tl.maximum(block, 0)  # a -1 (padding) entry reads block 0, not memory before the cache
     slot = block.to(tl.int64) * stride_block + (pos % BLOCK_SIZE) * stride_slot
     dims = tl.arange(0, D_PAD)
     offsets = slot[:, None] + kv_head * stride_head + dims[None, :]
@@ -75,11 +76,11 @@ def _attend_tile(
     visible = in_range[None, :] & (pos[None, :] <= last_pos[:, None])
     s = tl.where(visible, s, float("-inf"))
 
+    # Every row sees key 0 (prefill) or its whole segment (decode) in its first tile, so m_new
+    # is finite from then on and exp2(-inf - m_new) = 0 starts the running sums cleanly.
     m_new = tl.maximum(m_i, tl.max(s, 1))
-    # A row with nothing visible yet keeps m = -inf; shift by 0 so exp2 gives 0, not NaN.
-    m_shift = tl.where(m_new == float("-inf"), 0.0, m_new)
-    alpha = tl.exp2(m_i - m_shift)
-    p = tl.exp2(s - m_shift[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return acc, m_new, l_i
@@ -158,10 +159,7 @@ def _prefill_kernel(
         mask=io_mask,
         other=0.0,
     )
-    if FP32_MATH:
-        q = q.to(tl.float32)
-    else:
-        q = q.to(k_cache_ptr.dtype.element_ty)
+    q = q.to(tl.float32) if FP32_MATH else q.to(k_cache_ptr.dtype.element_ty)
 
     last_pos = context + q_idx
     kv_end = context + tl.minimum((q_block + 1) * BLOCK_Q, n_q)
@@ -236,10 +234,7 @@ def _decode_segment_kernel(
         mask=io_mask,
         other=0.0,
     )
-    if FP32_MATH:
-        q = q.to(tl.float32)
-    else:
-        q = q.to(k_cache_ptr.dtype.element_ty)
+    q = q.to(tl.float32) if FP32_MATH else q.to(k_cache_ptr.dtype.element_ty)
 
     last_pos = seq_len - 1 + tl.zeros([BLOCK_M], tl.int32)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -339,8 +334,12 @@ def _store_kv_kernel(
         + heads[:, None] * stride_head
         + dims[None, :]
     )
-    k = tl.load(key_ptr + token * stride_k_tok + heads[:, None] * stride_k_head + dims[None, :], mask=mask)
-    v = tl.load(value_ptr + token * stride_v_tok + heads[:, None] * stride_v_head + dims[None, :], mask=mask)
+    k = tl.load(
+        key_ptr + token * stride_k_tok + heads[:, None] * stride_k_head + dims[None, :], mask=mask
+    )
+    v = tl.load(
+        value_ptr + token * stride_v_tok + heads[:, None] * stride_v_head + dims[None, :], mask=mask
+    )
     tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
     tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
 
@@ -432,7 +431,9 @@ def paged_attention_triton(
     part_acc = torch.empty(
         (num_seqs, num_heads, max_segments, head_dim), dtype=torch.float32, device=q.device
     )
-    part_max = torch.empty((num_seqs, num_heads, max_segments), dtype=torch.float32, device=q.device)
+    part_max = torch.empty(
+        (num_seqs, num_heads, max_segments), dtype=torch.float32, device=q.device
+    )
     part_sum = torch.empty_like(part_max)
     _decode_segment_kernel[(num_seqs, num_kv_heads, max_segments)](
         part_acc, part_max, part_sum, q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q,

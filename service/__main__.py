@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 def missing_checkpoint_message(model: Path) -> str:
     if model == DEFAULT_MODEL_DIR:
         return (
-            f"no checkpoint at {model} (the bundled default). Build it with `make checkpoint`, "
+            f"no checkpoint at {model} (the bundled default). Restore it with `git checkout checkpoints/default`, "
+            "train it with `python -m training pipeline --config training/configs/default.yaml`, "
             "or serve a Hugging Face format checkpoint directory of your own with "
             "--model DIR (or SERVICE_MODEL=DIR)."
         )
@@ -70,12 +71,15 @@ def serve(settings: Settings) -> None:
     import uvicorn  # imported here so that --help answers without loading the server
 
     from service.app import create_app
+    from service.logging_setup import configure_logging
 
+    configure_logging(settings.log_level.upper(), log_prompts=settings.log_prompts == "scrubbed")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # keep the JSON logging configured above
         timeout_graceful_shutdown=5,
     )
 

@@ -8,6 +8,8 @@ the fields below, so the help text lives here, next to the setting it explains.
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.middleware.sensitive_files import DEFAULT_SENSITIVE_GLOBS
+
 # The checkpoint `make serve` serves when no --model is given.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
 
@@ -29,7 +31,9 @@ class Settings:
         "tokenizer.json); defaults to the bundled checkpoints/default",
     )
     device: str = setting(
-        "auto", "where the model runs: cuda when available for auto", choices=["auto", "cpu", "cuda"]
+        "auto",
+        "where the model runs: cuda when available for auto",
+        choices=["auto", "cpu", "cuda"],
     )
     dtype: str = setting(
         "auto",
@@ -42,9 +46,26 @@ class Settings:
     auth_tokens_file: Path | None = setting(
         None, "file of 'TOKEN TENANT' lines; requests need 'Authorization: Bearer TOKEN' when set"
     )
-    max_body_bytes: int = setting(
-        1_000_000, "largest request body accepted; larger ones get 413"
+    public_paths: str = setting(
+        "/v1/health,/metrics",
+        "comma-separated paths that need no token when auth is on ('' protects all)",
     )
+    rate_limit_per_s: float = setting(
+        0.0, "requests a second allowed per token, in bursts of --rate-limit-burst (0: no limit)"
+    )
+    rate_limit_burst: int = setting(20, "requests a token may send at once before the rate applies")
+    cache_ttl_s: float = setting(300.0, "seconds a cached suggestion lives")
+    cache_max_entries: int = setting(10_000, "entries of the in-process cache (without Redis)")
+    sensitive_files: str = setting(
+        ",".join(DEFAULT_SENSITIVE_GLOBS),
+        "comma-separated globs of files that get no completion and never reach the model",
+    )
+    log_prompts: str = setting(
+        "off",
+        "debug only: 'scrubbed' adds the scrubbed prompt to the request's log line",
+        choices=["off", "scrubbed"],
+    )
+    max_body_bytes: int = setting(1_000_000, "largest request body accepted; larger ones get 413")
     kv_cache_mb: int = setting(256, "memory for the paged KV cache, all layers together")
     max_num_seqs: int = setting(32, "sequences decoding at once (continuous batching)")
     max_waiting: int = setting(128, "queued requests past which new ones get 503 + Retry-After")

@@ -17,11 +17,29 @@ CORPUS = [
 
 # Special tokens per family, and whether the family's tokenizer puts a BOS token first.
 FAMILY_TOKENS: dict[str, tuple[list[str], str | None]] = {
-    "starcoder": (["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"], None),
-    "santacoder": (["<|endoftext|>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"], None),
-    "qwen": (["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>"], None),
+    "starcoder": (
+        ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>"],
+        None,
+    ),
+    "santacoder": (
+        ["<|endoftext|>", "<fim-prefix>", "<fim-middle>", "<fim-suffix>", "<fim-pad>"],
+        None,
+    ),
+    "qwen": (
+        ["<|endoftext|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>"],
+        None,
+    ),
     "codellama": (["<s>", "</s>", "▁<PRE>", "▁<MID>", "▁<SUF>", "▁<EOT>"], "<s>"),
-    "deepseek": (["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"], "<｜begin▁of▁sentence｜>"),
+    "deepseek": (
+        [
+            "<｜begin▁of▁sentence｜>",
+            "<｜end▁of▁sentence｜>",
+            "<｜fim▁begin｜>",
+            "<｜fim▁hole｜>",
+            "<｜fim▁end｜>",
+        ],
+        "<｜begin▁of▁sentence｜>",
+    ),
     "plain": (["<|endoftext|>"], None),
 }
 

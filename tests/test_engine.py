@@ -109,7 +109,7 @@ def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):
     engine.add_request("k2", keystroke, greedy(8))
     seq2 = engine.seqs["k2"]
     run_to_completion(engine)
-    common = next(i for i, (a, b) in enumerate(zip(first, keystroke)) if a != b)
+    common = next(i for i, (a, b) in enumerate(zip(first, keystroke, strict=False)) if a != b)
     assert seq2.num_cached_tokens == (common // 4) * 4 > 0
     assert seq2.output_token_ids == hf_greedy(hf_model, keystroke, 8)
 
@@ -170,7 +170,9 @@ def test_seeded_sampling_is_reproducible(checkpoint, tokenizer):
     texts = []
     for _ in range(2):
         engine = make_engine(checkpoint)
-        engine.add_request("t", ids, SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=7))
+        engine.add_request(
+            "t", ids, SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=7)
+        )
         seq = engine.seqs["t"]
         run_to_completion(engine)
         texts.append(seq.output_token_ids)
@@ -189,7 +191,9 @@ def test_invalid_requests_are_refused(checkpoint):
 
 def test_async_engine_supersede_abort_and_overload(checkpoint, tokenizer):
     async def scenario():
-        engine = AsyncEngine(EngineConfig(model_path=checkpoint, num_threads=1, max_num_seqs=2, max_waiting=1))
+        engine = AsyncEngine(
+            EngineConfig(model_path=checkpoint, num_threads=1, max_num_seqs=2, max_waiting=1)
+        )
         try:
             ids = tokenizer.encode(PROMPTS[0]).ids
             older = engine.generate(ids, greedy(200), "old", session_id="editor-1")

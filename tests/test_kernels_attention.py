@@ -105,6 +105,16 @@ def test_decode_split_segments_with_empty_tail():
     _check([150, 2, 33, 64], [1, 1, 1, 1], num_heads=8, num_kv_heads=8, seed=4)
 
 
+def test_peaked_scores_across_segments():
+    """Scores in the hundreds: the merge must rescale by the true maximum over all segments."""
+    q, k_cache, v_cache, tables, lens, cu = _make_case(
+        [160, 40], [1, 40], 8, 2, 32, torch.float32, 9
+    )
+    got = tpa.paged_attention_triton(q, k_cache, v_cache, tables, lens, cu, 200.0)
+    want = paged_attention_reference(q, k_cache, v_cache, tables, lens, cu, 200.0)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_head_dims(head_dim):
     _check([37, 50], [37, 1], num_heads=4, num_kv_heads=2, head_dim=head_dim, seed=head_dim)
@@ -118,6 +128,18 @@ def test_half_caches(dtype):
 def test_padded_sequences_are_skipped():
     """A sequence with no queries (CUDA-graph padding) writes nothing and disturbs nothing."""
     _check([20, 0, 31], [1, 0, 31], num_heads=4, num_kv_heads=2, seed=5)
+
+
+def test_padded_decode_slots():
+    """CUDA-graph padding: decode slots with no keys, or a -1 table, give finite output."""
+    q, k_cache, v_cache, tables, lens, cu = _make_case(
+        [20, 0, 1], [1, 1, 1], 4, 2, 32, torch.float32, 10
+    )
+    tables[2] = -1
+    got = tpa.paged_attention_triton(q, k_cache, v_cache, tables, lens, cu, 0.2)
+    want = paged_attention_reference(q[:1], k_cache, v_cache, tables[:1], lens[:1], cu[:2], 0.2)
+    torch.testing.assert_close(got[:1], want, atol=1e-4, rtol=1e-4)
+    assert torch.equal(got[1], torch.zeros_like(got[1])) and got[2].isfinite().all()
 
 
 def test_default_tiles_match_reference(monkeypatch):
@@ -134,9 +156,7 @@ def test_decode_is_batch_invariant():
         [150, 9, 70], [1, 9, 1], 4, 2, 32, torch.float32, seed=7
     )
     batched = tpa.paged_attention_triton(q, k_cache, v_cache, tables, lens, cu, 0.2)
-    alone = tpa.paged_attention_triton(
-        q[:1], k_cache, v_cache, tables[:1], lens[:1], cu[:2], 0.2
-    )
+    alone = tpa.paged_attention_triton(q[:1], k_cache, v_cache, tables[:1], lens[:1], cu[:2], 0.2)
     assert torch.equal(batched[:1], alone)
 
 
@@ -146,8 +166,9 @@ def test_store_kv_matches_reference(dtype):
     shape = (6, BLOCK_SIZE, 2, 64)
     k_want, v_want = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
     k_got, v_got = k_want.clone(), v_want.clone()
-    # Non-contiguous key/value (views of a fused projection) and padded slots.
-    kv = torch.randn(5, 2, 2, 64, generator=gen)
+    # Non-contiguous key/value (views of a fused projection) and padded slots. K/V come in the
+    # cache dtype as from the model: the interpreter truncates fp32 -> bf16 where GPUs round.
+    kv = torch.randn(5, 2, 2, 64, generator=gen).to(dtype)
     key, value = kv[:, 0], kv[:, 1]
     slots = torch.tensor([3, 17, -1, 95, 40], dtype=torch.int64)
     store_kv_reference(key, value, k_want, v_want, slots)

@@ -108,7 +108,10 @@ def test_chunked_prefill_then_decode_over_scattered_blocks(family):
 
 
 @torch.no_grad()
-def test_sequences_of_different_lengths_in_one_call(family):
+@pytest.mark.parametrize("kernels", ["reference", "triton"])
+def test_sequences_of_different_lengths_in_one_call(family, kernels, monkeypatch):
+    """Also with the Triton kernels forced (the interpreter on CPU, compiled on CUDA)."""
+    monkeypatch.setenv("KERNELS", kernels)
     _, _, model, reference, prompt = family
     cache = PagedCache(model, num_blocks=64, block_size=4, seed=7)
     short, long = cache.add_sequence(16), cache.add_sequence(len(prompt) + 8)
@@ -162,6 +165,15 @@ def test_weight_tied_gpt2_exports_an_ordinary_checkpoint(tmp_path, n_shared_bloc
     reloaded = load_model(tmp_path)
     torch.testing.assert_close(reloaded.compute_logits(reloaded(ids)), ours, atol=ATOL, rtol=0)
 
+    # With n_shared_blocks kept in config.json the loader re-ties, checking the layers repeat.
+    config.save_pretrained(tmp_path)
+    retied = load_model(tmp_path)
+    assert len(retied.h) == n_shared_blocks
+    torch.testing.assert_close(retied.compute_logits(retied(ids)), ours, atol=ATOL, rtol=0)
+    state_dict["transformer.h.3.ln_1.bias"] += 1.0
+    with pytest.raises(ValueError, match="differs from the shared"):
+        GPT2.from_config(config).load_hf_state_dict(state_dict)
+
 
 @torch.no_grad()
 def test_sharded_checkpoint_loads(tmp_path):
@@ -177,8 +189,31 @@ def test_sharded_checkpoint_loads(tmp_path):
 def test_unsupported_model_type_is_a_clear_error(tmp_path):
     from transformers import BertConfig
 
-    BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2).save_pretrained(
-        tmp_path
-    )
+    BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2
+    ).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="unsupported model_type 'bert'"):
         load_model(tmp_path)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["gpt2_codeparrot", "llama_gqa"])
+def test_bfloat16_paged_is_as_accurate_as_transformers_bfloat16(tmp_path, name):
+    path = build_checkpoint(tmp_path, name)
+    half = load_model(path, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in half.parameters())
+    assert half.compute_logits(half(torch.arange(3)[None])).dtype == torch.float32
+    prompt = list(range(5, 30))
+    exact = AutoModelForCausalLM.from_pretrained(path)(torch.tensor([prompt])).logits[0]
+    reference = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16)
+    reference_error = (reference(torch.tensor([prompt])).logits[0].float() - exact).abs()
+
+    cache = PagedCache(half, num_blocks=16, block_size=4)
+    for layer in half.attention_layers():
+        layer.k_cache, layer.v_cache = layer.k_cache.bfloat16(), layer.v_cache.bfloat16()
+    seq = cache.add_sequence(len(prompt))
+    chunks = [cache.step(half, {seq: part})[seq] for part in (prompt[:11], prompt[11:])]
+    error = (torch.cat(chunks) - exact).abs()
+    # Rounding differs (the paged kernel accumulates in fp32), the size of the error must not.
+    assert error.mean() < 1.5 * reference_error.mean(), (error.mean(), reference_error.mean())
+    assert error.max() < 2 * reference_error.max(), (error.max(), reference_error.max())

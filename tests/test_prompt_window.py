@@ -59,6 +59,6 @@ def test_snippets_render_as_comment_lines():
 def test_snippets_respect_their_budget():
     big = Snippet("big.py", "".join(LINES))
     small = Snippet("small.py", "x = 1")
-    rendered = render_snippets([big, small], "python", TOKENIZER, 20)
+    rendered = render_snippets([big, small], "python", TOKENIZER, 40)
     assert rendered == "# Path: small.py\n# x = 1\n"
     assert render_snippets([big], "python", TOKENIZER, 5) == ""

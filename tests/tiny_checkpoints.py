@@ -5,6 +5,10 @@ model.safetensors, generation_config.json, tokenizer.json + tokenizer_config.jso
 special_tokens_map.json) that both `transformers` and `service.models.load_model` read. The
 tokenizer is a real byte-level BPE trained on a few KB of the standard library's Python source,
 with the StarCoder FIM sentinels as added special tokens.
+
+Note: for `qwen2` checkpoints `transformers.AutoTokenizer` picks `Qwen2Tokenizer` by model type,
+whose pre-tokenizer splits differently from tokenizer.json; `tokenizers.Tokenizer.from_file`
+(and AutoTokenizer on the other families) encode exactly as trained.
 """
 
 import functools

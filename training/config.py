@@ -7,6 +7,7 @@ that configures the data stages (`training/data/config.py` reads the others).
     finetune_sources: extra corpora in their published formats (MBPP, CodeSearchNet)
     evaluate:      which evaluations, how many examples
     export:        where the Hugging Face directory goes
+    sweep:         a small scaling sweep: named variants (overrides) of this config
 """
 
 import dataclasses
@@ -123,6 +124,14 @@ class ExportConfig:
 
 
 @dataclass
+class SweepConfig:
+    out_dir: str = "runs/sweep"
+    steps: int = 400  # every variant trains this many steps, one phase
+    common: list[str] = field(default_factory=list)  # overrides applied to every variant
+    variants: dict[str, list[str]] = field(default_factory=dict)  # name -> overrides
+
+
+@dataclass
 class RunConfig:
     data: DataConfig
     model: ModelConfig
@@ -131,6 +140,7 @@ class RunConfig:
     finetune_sources: dict[str, SourceSpec]
     evaluate: EvalConfig
     export: ExportConfig
+    sweep: SweepConfig
 
     @property
     def max_steps(self) -> int:
@@ -148,13 +158,16 @@ def _phase(values: dict) -> PhaseConfig:
     )
 
 
+# Sections `--set` can override here; any other key belongs to the data stages' sections.
+OVERRIDABLE = ("model", "train", "evaluate", "export", "sweep")
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read every section; `overrides` are `section.field=value` (e.g. `train.batch_size=4`)."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     curriculum = raw.get("curriculum") or {"causal_and_fim": {"steps": 1000}}
-    data_overrides = [
-        o for o in overrides if o.split(".")[0] not in ("model", "train", "evaluate", "export")
-    ]
+    ours = [o for o in overrides if o.split(".")[0] in OVERRIDABLE]
+    data_overrides = [o for o in overrides if o not in ours]
     cfg = RunConfig(
         data=load_data_config(path, data_overrides),
         model=build(ModelConfig, raw.get("model") or {}),
@@ -166,11 +179,11 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         },
         evaluate=build(EvalConfig, raw.get("evaluate") or {}),
         export=build(ExportConfig, raw.get("export") or {}),
+        sweep=build(SweepConfig, raw.get("sweep") or {}),
     )
-    for item in overrides:
+    for item in ours:
         key, _, value = item.partition("=")
-        if key.split(".")[0] in ("model", "train", "evaluate", "export"):
-            set_value(cfg, key, value)
+        set_value(cfg, key, value)
     return cfg
 
 

@@ -122,41 +122,70 @@ def keep_metrics_until(path: Path, step: int) -> None:
         path.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["step"] <= step))
 
 
+def restore(
+    path: Path, model: nn.Module, optimizer, scheduler, cfg: RunConfig
+) -> tuple[int, int, float]:
+    """Load a checkpoint in place; returns (step, tokens, elapsed seconds) to continue from."""
+    ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    if ckpt["config"]["model"] != to_dict(cfg)["model"]:
+        raise ValueError(f"{path} was trained with another model config; use a new train.out_dir")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    return ckpt["step"], ckpt["tokens"], ckpt["elapsed_s"]
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def forward_backward(trainee: nn.Module, curriculum: Curriculum, step: int, t: TrainConfig,
+                     ddp: Distributed, device: torch.device) -> float:  # fmt: skip
+    """Accumulate one step's gradients over grad_accum micro-batches; returns the mean loss."""
+    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
+    total = 0.0
+    for micro in range(t.grad_accum):
+        slot = micro * ddp.world_size + ddp.rank  # this rank's share of the step's samples
+        x, y = curriculum.batch(step, range(slot * t.batch_size, (slot + 1) * t.batch_size))
+        last = micro == t.grad_accum - 1
+        # DDP all-reduces gradients on the last micro-batch only.
+        with nullcontext() if last or ddp.world_size == 1 else trainee.no_sync():
+            with autocast:
+                logits = trainee(x.to(device))
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), y.to(device).flatten(), ignore_index=IGNORE_INDEX
+            )
+            (loss / t.grad_accum).backward()
+        total += loss.item() / t.grad_accum
+    return total
+
+
 def train(cfg: RunConfig, until_step: int | None = None) -> dict:
     """Train to the end of the curriculum (or stop after `until_step`); returns the last metrics."""
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
-    ddp = init_distributed("cuda" if pick_device(t.device, 0).type == "cuda" else "cpu")
+    ddp = init_distributed(pick_device(t.device, 0).type)
     device = pick_device(t.device, ddp.local_rank)
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    ckpt_path, metrics_path = out / "ckpt.pt", out / "metrics.jsonl"
     meta = read_meta(cfg.data.out)
-    tokenizer = Tokenizer.from_file(str(cfg.data.out / "tokenizer.json"))
-    curriculum = build_curriculum(cfg, tokenizer, meta)
-    val = val_windows(
-        read_tokens(cfg.data.out / "val.bin", meta["dtype"]),
-        t.block_size,
-        t.eval_batches * t.batch_size,
+    curriculum = build_curriculum(
+        cfg, Tokenizer.from_file(str(cfg.data.out / "tokenizer.json")), meta
     )
+    val_tokens = read_tokens(cfg.data.out / "val.bin", meta["dtype"])
+    val = val_windows(val_tokens, t.block_size, t.eval_batches * t.batch_size)
 
     torch.manual_seed(t.seed)
     model = build_model(cfg, meta).to(device)
     optimizer = configure_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(t, cfg.max_steps))
     start, tokens, elapsed = 0, 0, 0.0
-    ckpt_path, metrics_path = out / "ckpt.pt", out / "metrics.jsonl"
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ckpt["config"]["model"] != to_dict(cfg)["model"]:
-            raise ValueError(
-                f"{ckpt_path} was trained with another model config; use a new train.out_dir"
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        start, tokens, elapsed = ckpt["step"], ckpt["tokens"], ckpt["elapsed_s"]
+        start, tokens, elapsed = restore(ckpt_path, model, optimizer, scheduler, cfg)
         if ddp.is_main:
             keep_metrics_until(metrics_path, start)
     trainee = Trainee(model)
@@ -164,76 +193,48 @@ def train(cfg: RunConfig, until_step: int | None = None) -> dict:
         trainee = DistributedDataParallel(
             trainee, device_ids=[device.index] if device.type == "cuda" else None
         )
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
 
     def checkpoint(step: int) -> None:
-        state = dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                     torch_rng=torch.get_rng_state(), step=step, tokens=tokens, elapsed_s=elapsed,
-                     config=to_dict(cfg), device=str(device), world_size=ddp.world_size)  # fmt: skip
-        save_checkpoint(ckpt_path, state)
+        save_checkpoint(ckpt_path, dict(
+            model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            torch_rng=torch.get_rng_state(), step=step, tokens=tokens, elapsed_s=elapsed,
+            config=to_dict(cfg), device=str(device), world_size=ddp.world_size))  # fmt: skip
         plot_learning_curve(
             metrics_path, out / "learning_curve.png", f"{cfg.model.n_layer}x{cfg.model.n_embd}"
         )
 
-    def log(record: dict) -> None:
-        with metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
     stop = min(cfg.max_steps, until_step or cfg.max_steps)
-    bar = tqdm(range(start, stop), initial=start, total=stop, disable=not ddp.is_main,
-               mininterval=1 if sys.stderr.isatty() else 30, desc="train")  # fmt: skip
-    last_save, step_tokens = (
-        time.monotonic(),
-        t.batch_size * t.block_size * t.grad_accum * ddp.world_size,
-    )
-    metrics: dict = {}
+    step_tokens = t.batch_size * t.block_size * t.grad_accum * ddp.world_size
+    bar = tqdm(range(start, stop), initial=start, total=stop, disable=not ddp.is_main, desc="train",
+               mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
+    last_save, metrics = time.monotonic(), {}
     for step in bar:
         t0 = time.perf_counter()
-        for micro in range(t.grad_accum):
-            slot = micro * ddp.world_size + ddp.rank
-            x, y = (
-                z.to(device)
-                for z in curriculum.batch(
-                    step, range(slot * t.batch_size, (slot + 1) * t.batch_size)
-                )
-            )
-            sync = micro == t.grad_accum - 1 or ddp.world_size == 1
-            with nullcontext() if sync else trainee.no_sync(), autocast:
-                loss = F.cross_entropy(
-                    trainee(x).flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX
-                )
-                (loss / t.grad_accum).backward()
+        loss = forward_backward(trainee, curriculum, step, t, ddp, device)
         norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        tokens += step_tokens
-        elapsed += time.perf_counter() - t0
-        metrics = dict(step=step + 1, tokens=tokens, loss=loss.item(), lr=scheduler.get_last_lr()[0],
-                       grad_norm=norm.item(), tok_per_s=step_tokens / (time.perf_counter() - t0),
-                       phase=curriculum.phase_at(step))  # fmt: skip
-        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tok_per_s']:.0f}")
+        tokens, seconds = tokens + step_tokens, time.perf_counter() - t0
+        elapsed += seconds
+        metrics = dict(step=step + 1, tokens=tokens, loss=loss, lr=scheduler.get_last_lr()[0],
+                       grad_norm=norm.item(), tok_per_s=step_tokens / seconds, phase=curriculum.phase_at(step))  # fmt: skip
+        bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{metrics['tok_per_s']:.0f}", refresh=False)
         if not ddp.is_main:
             continue
         if (step + 1) % t.log_every == 0:
-            log(metrics)
+            append_jsonl(metrics_path, metrics)
         if (step + 1) % t.eval_every == 0 or step + 1 == cfg.max_steps:
             model.eval()
             metrics |= val_metrics(model, val, t.batch_size, device)
             model.train()
-            log(
-                dict(
-                    step=step + 1,
-                    tokens=tokens,
-                    val_loss=metrics["val_loss"],
-                    accuracy=metrics["accuracy"],
-                )
-            )
-        due = (
-            time.monotonic() - last_save >= t.checkpoint_every_s
+            append_jsonl(metrics_path, dict(step=step + 1, tokens=tokens, val_loss=metrics["val_loss"],
+                                            next_token_accuracy=metrics["next_token_accuracy"]))  # fmt: skip
+        if (
+            step + 1 == stop
             or (step + 1) % t.checkpoint_every_steps == 0
-        )
-        if due or step + 1 == stop:
+            or time.monotonic() - last_save >= t.checkpoint_every_s
+        ):
             checkpoint(step + 1)
             last_save = time.monotonic()
     if ddp.world_size > 1:

@@ -31,6 +31,6 @@ def val_metrics(
     return {
         "val_loss": loss,
         "perplexity": math.exp(loss),
-        "accuracy": correct / count,
-        "tokens": count,
+        "next_token_accuracy": correct / count,
+        "val_tokens": count,
     }

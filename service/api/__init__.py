@@ -1,0 +1,1 @@
+"""HTTP API: routes and request/response schemas of the Tabby, OpenAI and llama.cpp dialects."""

@@ -73,7 +73,7 @@ class AsyncEngine:
         if len(self._streams) >= self.config.max_num_seqs + self.config.max_waiting:
             raise EngineOverloaded(f"{len(self._streams)} requests in flight")
         if session_id is not None:
-            self._supersede(session_id, request_id)
+            self.supersede(session_id, request_id)
         stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
         self._commands.put(_Add(request_id, prompt_token_ids, params))
@@ -94,7 +94,8 @@ class AsyncEngine:
                 metrics.CANCELLED.labels("disconnect").inc()
                 self._commands.put(_Abort(request_id))
 
-    def _supersede(self, session_id: str, request_id: str) -> None:
+    def supersede(self, session_id: str, request_id: str) -> None:
+        """Make request_id the session's latest; abort the older request of that session."""
         older = self._sessions.get(session_id)
         self._sessions[session_id] = request_id
         if older is not None and older in self._streams:
@@ -143,7 +144,9 @@ class AsyncEngine:
             if command.request_id not in self._streams:
                 return  # aborted before it arrived
             try:
-                self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+                self.engine.add_request(
+                    command.request_id, command.prompt_token_ids, command.params
+                )
             except InvalidRequest:
                 log.exception("request %s rejected by the engine", command.request_id)
                 self._deliver(_rejected(command))

@@ -65,7 +65,8 @@ class BlockManager:
         if needed > len(self.free):
             return False
         for _ in range(needed):
-            seq.block_table.append(self._allocate_fresh())
+            after = seq.block_table[-1] + 1 if seq.block_table else None
+            seq.block_table.append(self._allocate_fresh(after))
         return True
 
     def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
@@ -84,6 +85,25 @@ class BlockManager:
                 block.hash, block.token_ids = h, tokens
                 self.cached[h] = block.block_id
 
+    def fork(self, parent: Sequence, child: Sequence) -> tuple[int, int] | None:
+        """Give a fresh child (a new beam) the parent's cache: its full blocks are shared by
+        reference, its partial last block is copied, since both will write their next tokens there.
+        Returns (source, destination) of the block whose K/V rows the runner must copy, if any."""
+        assert not child.block_table
+        num_full = parent.num_computed_tokens // self.block_size
+        for block_id in parent.block_table[:num_full]:
+            self._take(block_id)
+        child.block_table = parent.block_table[:num_full]
+        child.block_hashes = list(parent.block_hashes)
+        child.num_computed_tokens = parent.num_computed_tokens
+        if num_full == len(parent.block_table):
+            return None
+        child.block_table.append(self._allocate_fresh())
+        return parent.block_table[num_full], child.block_table[-1]
+
+    def fork_needs_block(self, parent: Sequence) -> bool:
+        return parent.num_computed_tokens % self.block_size != 0
+
     def free_sequence(self, seq: Sequence) -> None:
         # Tail blocks are released first so they are evicted before the prefixes they extend.
         for block_id in reversed(seq.block_table):
@@ -101,8 +121,17 @@ class BlockManager:
             del self.free[block_id]
         block.ref_count += 1
 
-    def _allocate_fresh(self) -> int:
-        block_id, _ = self.free.popitem(last=False)
+    def _allocate_fresh(self, preferred: int | None = None) -> int:
+        """The least recently used free block, or `preferred` when it is free and caches nothing.
+
+        Preferring the block after a sequence's last one keeps its blocks adjacent, and the CPU
+        attention reads adjacent blocks as one view instead of gathering them.
+        """
+        if preferred in self.free and self.blocks[preferred].hash is None:
+            del self.free[preferred]
+            block_id = preferred
+        else:
+            block_id, _ = self.free.popitem(last=False)
         block = self.blocks[block_id]
         if block.hash is not None and self.cached.get(block.hash) == block_id:
             del self.cached[block.hash]

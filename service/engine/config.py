@@ -13,5 +13,8 @@ class EngineConfig:
     kv_cache_mb: int = 256  # memory for the paged KV cache, all layers
     max_num_seqs: int = 32  # sequences decoding at once
     max_num_batched_tokens: int = 512  # tokens per step: decodes first, then prefill chunks
+    # While sequences decode, prompts advance by at most this many tokens a step, so a burst of
+    # new prompts slows the answers already streaming only a little.
+    max_prefill_tokens_while_decoding: int = 128
     max_waiting: int = 128  # queued requests past which new ones are refused
     num_threads: int | None = None  # torch CPU threads; None = all cores

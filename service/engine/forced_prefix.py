@@ -23,7 +23,9 @@ class ForcedPrefixIndex:
         candidates = self.by_first_char.get(remaining[0], [])
         strings = self.token_strings
         return [
-            t for t in candidates if strings[t].startswith(remaining) or remaining.startswith(strings[t])
+            t
+            for t in candidates
+            if strings[t].startswith(remaining) or remaining.startswith(strings[t])
         ]
 
     def mask_logits(self, logits: torch.Tensor, remaining: str) -> torch.Tensor:

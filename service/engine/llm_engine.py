@@ -6,6 +6,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from service.engine import metrics
+from service.engine.beam_search import BeamSearch
 from service.engine.block_manager import BlockManager
 from service.engine.config import EngineConfig
 from service.engine.forced_prefix import ForcedPrefixIndex
@@ -32,6 +33,7 @@ class LLMEngine:
         vocab_strings = [self.tokenizer.decode([i]) for i in range(self.tokenizer.get_vocab_size())]
         self.sampler = Sampler(ForcedPrefixIndex(vocab_strings, self.stop_token_ids))
         self.outputs = OutputProcessor(self.tokenizer, self.stop_token_ids, self.max_positions)
+        self.beam_search = BeamSearch(self.scheduler, self.block_manager, self.runner, self.outputs)
         self.seqs: dict[str, Sequence] = {}
 
     @property
@@ -53,19 +55,30 @@ class LLMEngine:
         vocab = self.runner.model.vocab_size
         if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab:
             raise InvalidRequest(f"token ids must be in [0, {vocab})")
+        if 2 * params.num_beams > vocab:
+            raise InvalidRequest(f"num_beams must be at most {vocab // 2}")
         total = min(len(prompt_token_ids) + params.max_tokens, self.max_positions)
-        if -(-total // self.config.block_size) > self.runner.num_blocks:
+        if params.num_beams * -(-total // self.config.block_size) > self.runner.num_blocks:
             raise InvalidRequest("prompt plus max_tokens exceed the KV cache; send less context")
 
-    def add_request(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams) -> None:
+    def add_request(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> None:
         self.validate(prompt_token_ids, params)
         seq = Sequence(request_id, list(prompt_token_ids), params)
         self.seqs[request_id] = seq
-        self.scheduler.add(seq)
+        if params.beam_search:
+            self.beam_search.add(seq)
+        else:
+            self.scheduler.add(seq)
 
     def abort(self, request_id: str) -> Sequence | None:
         seq = self.seqs.pop(request_id, None)
-        if seq is not None and not seq.is_finished:
+        if seq is None or seq.is_finished:
+            return seq
+        if seq.params.beam_search:
+            self.beam_search.abort(seq)
+        else:
             self.scheduler.finish(seq, "abort")
         return seq
 
@@ -73,18 +86,27 @@ class LLMEngine:
         return self.scheduler.has_work()
 
     def step(self) -> list[Sequence]:
-        """One forward pass over the scheduled chunks; returns the sequences that got a token."""
+        """One forward pass over the scheduled chunks; returns the sequences that got a token
+        and the beam-search requests that finished."""
         chunks = self.scheduler.schedule()
         if not chunks:
             return []
         start = time.perf_counter()
         num_decodes = sum(c.seq.status == Status.RUNNING for c in chunks)
-        sampled = [c.seq for c in chunks if c.completes_sequence]
+        completed = [c.seq for c in chunks if c.completes_sequence]
         logits = self.runner.run(chunks)
         self.scheduler.postprocess(chunks)
+        beam_rows = [i for i, seq in enumerate(completed) if seq.params.beam_search]
+        rows = [i for i, seq in enumerate(completed) if not seq.params.beam_search]
+        sampled = [completed[i] for i in rows]
         raw = [self.outputs.raw_text(seq) for seq in sampled]
-        for seq, token_id in zip(sampled, self.sampler(logits, sampled, raw), strict=True):
+        tokens = self.sampler(logits[rows].cpu(), sampled, raw)  # sampling runs on the CPU
+        for seq, token_id in zip(sampled, tokens, strict=True):
             self._on_token(seq, token_id)
+        beams = [completed[i] for i in beam_rows]
+        for request in self.beam_search.step(logits[beam_rows], beams):
+            self._on_beams_finished(request)
+            sampled.append(request)
         elapsed = time.perf_counter() - start
         metrics.observe_step(num_decodes, len(chunks) - num_decodes, elapsed, self.block_manager)
         return sampled
@@ -98,3 +120,8 @@ class LLMEngine:
             self.scheduler.finish(seq, reason)
             self.seqs.pop(seq.request_id, None)
             metrics.observe_finished(seq)
+
+    def _on_beams_finished(self, request: Sequence) -> None:
+        self.seqs.pop(request.request_id, None)
+        metrics.observe_first_token(request)
+        metrics.observe_finished(request)

@@ -15,9 +15,7 @@ QUEUE_TIME = Histogram(
 TIME_TO_FIRST_TOKEN = Histogram(
     "engine_time_to_first_token_seconds", "Arrival to first sampled token", buckets=LATENCY_BUCKETS
 )
-STEP_TIME = Histogram(
-    "engine_step_seconds", "One model step", ["phase"], buckets=LATENCY_BUCKETS
-)
+STEP_TIME = Histogram("engine_step_seconds", "One model step", ["phase"], buckets=LATENCY_BUCKETS)
 BATCH_SIZE = Histogram(
     "engine_batch_sequences", "Sequences in one step", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
@@ -27,9 +25,7 @@ CACHED_PROMPT_TOKENS = Counter(
 )
 GENERATED_TOKENS = Counter("engine_generated_tokens_total", "Tokens sampled")
 FINISHED = Counter("engine_requests_finished_total", "Finished requests", ["reason"])
-CANCELLED = Counter(
-    "engine_cancellations_total", "Requests aborted before finishing", ["cause"]
-)
+CANCELLED = Counter("engine_cancellations_total", "Requests aborted before finishing", ["cause"])
 KV_BLOCKS_USED = Gauge("engine_kv_blocks_used", "KV cache blocks referenced by live sequences")
 KV_BLOCKS_TOTAL = Gauge("engine_kv_blocks_total", "KV cache blocks")
 

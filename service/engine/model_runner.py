@@ -33,13 +33,23 @@ class ModelRunner:
         return num_blocks
 
     @torch.inference_mode()
+    def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
+        """Copy whole KV blocks (source, destination) in every layer: a forked beam's last block."""
+        src = torch.tensor([s for s, _ in pairs], device=self.device)
+        dst = torch.tensor([d for _, d in pairs], device=self.device)
+        for layer in self.model.attention_layers():
+            layer.k_cache[dst] = layer.k_cache[src]
+            layer.v_cache[dst] = layer.v_cache[src]
+
+    @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
-        """Compute the chunks' K/V; return float32 logits for the chunks that complete their sequence."""
+        """Compute the chunks' K/V; return float32 logits (on the model's device) for the chunks
+        that complete their sequence."""
         input_ids, positions, meta, last_rows = self._prepare(chunks)
         hidden = self.model(input_ids, positions, meta)
         if not last_rows:
-            return torch.empty(0, self.model.vocab_size)
-        return self.model.compute_logits(hidden[last_rows]).float().cpu()
+            return torch.empty(0, self.model.vocab_size, device=self.device)
+        return self.model.compute_logits(hidden[last_rows]).float()
 
     def _prepare(self, chunks: list[ScheduledChunk]):
         input_ids, positions, slots, seq_lens, cu_seqlens_q, last_rows = [], [], [], [], [0], []

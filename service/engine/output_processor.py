@@ -1,11 +1,21 @@
 """After each sampled token: detokenize, strip the forced prefix, apply stop tokens, stop strings,
 the code-aware stop rule and the length limit."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tokenizers import Tokenizer
 
 from service.engine.sequence import Sequence
+
+
+@dataclass
+class Candidate:
+    """One finished beam-search hypothesis."""
+
+    text: str
+    token_ids: list[int]
+    score: float  # sum of log-probs / num_generated_tokens ** length_penalty
+    finish_reason: str
 
 
 @dataclass
@@ -17,6 +27,7 @@ class RequestOutput:
     finish_reason: str | None
     num_prompt_tokens: int
     num_cached_tokens: int
+    candidates: list[Candidate] = field(default_factory=list)  # beam search: distinct, best first
 
 
 class OutputProcessor:
@@ -61,6 +72,10 @@ class OutputProcessor:
             finish_reason=seq.finish_reason,
             num_prompt_tokens=seq.num_prompt_tokens,
             num_cached_tokens=seq.num_cached_tokens,
+            candidates=[
+                Candidate(c.text, c.output_token_ids, c.score, c.finish_reason)
+                for c in seq.candidates
+            ],
         )
 
 

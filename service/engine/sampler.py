@@ -10,7 +10,9 @@ class Sampler:
     def __init__(self, forced_prefix_index: ForcedPrefixIndex):
         self.forced_prefix_index = forced_prefix_index
 
-    def __call__(self, logits: torch.Tensor, seqs: list[Sequence], generated: list[str]) -> list[int]:
+    def __call__(
+        self, logits: torch.Tensor, seqs: list[Sequence], generated: list[str]
+    ) -> list[int]:
         """logits: [len(seqs), vocab]; generated: each sequence's raw output text so far."""
         tokens = []
         for row, seq, text in zip(logits, seqs, generated, strict=True):

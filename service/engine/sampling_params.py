@@ -2,9 +2,15 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
 
 # Given the text generated so far, the index to cut it at once it must stop, else None.
 StopRule = Callable[[str], int | None]
+# Given a beam's generated token ids, the tokens it may take next as an int32 bitmask of
+# ceil(vocab / 32) words (bit t % 32 of word t // 32), or None for no constraint.
+AllowedTokens = Callable[[list[int]], torch.Tensor | None]
 
 
 @dataclass
@@ -19,8 +25,12 @@ class SamplingParams:
     # removed from the returned text (the prompt was backed up by exactly them).
     forced_prefix: str = ""
     stop_rule: StopRule | None = None
-    # Beam search (the kernels issue) will add num_beams/length_penalty here and a per-beam
-    # allowed-token hook in the sampler; decoding is one sample per sequence until then.
+    # Beam search (service/engine/beam_search.py), with `transformers`' meaning of each knob:
+    # finished beams score sum_logprobs / num_generated_tokens ** length_penalty.
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | Literal["never"] = False
+    allowed_tokens: AllowedTokens | None = None  # per-beam constraint hook (beam search only)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -29,6 +39,14 @@ class SamplingParams:
             raise ValueError("temperature must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if self.num_beams < 1:
+            raise ValueError("num_beams must be at least 1")
+        if self.beam_search and (not self.greedy or self.forced_prefix):
+            raise ValueError("beam search takes neither a temperature nor a forced prefix")
+
+    @property
+    def beam_search(self) -> bool:
+        return self.num_beams > 1
 
     @property
     def greedy(self) -> bool:

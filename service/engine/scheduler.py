@@ -25,6 +25,7 @@ class Scheduler:
     def __init__(self, config: EngineConfig, block_manager: BlockManager):
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
+        self.max_prefill_tokens_while_decoding = config.max_prefill_tokens_while_decoding
         self.block_manager = block_manager
         self.waiting: deque[Sequence] = deque()  # prompts not fully computed, oldest first
         self.running: list[Sequence] = []  # decoding, oldest first
@@ -33,12 +34,30 @@ class Scheduler:
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
 
+    def add_running(self, seq: Sequence) -> None:
+        """A beam forked from a running one: its cache is already there, it decodes next step."""
+        seq.status = Status.RUNNING
+        self.running.append(seq)
+
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
     def schedule(self) -> list[ScheduledChunk]:
+        chunks = self._schedule_step()
+        # Only beams waiting for a preempted sibling can leave every running sequence idle while
+        # they hold the blocks and slots it needs: free other requests' beams until it fits.
+        while not chunks and self.running:
+            head = self.waiting[0].request_id if self.waiting else None
+            others = [s for s in self.running if s.request_id != head]
+            self._preempt((others or self.running)[-1], front=False)
+            chunks = self._schedule_step()
+        return chunks
+
+    def _schedule_step(self) -> list[ScheduledChunk]:
         chunks = self._schedule_decodes()
         budget = self.max_num_batched_tokens - len(chunks)
+        if chunks:
+            budget = min(budget, self.max_prefill_tokens_while_decoding)
         slots = self.max_num_seqs - len(self.running)
         for seq in list(self.waiting):
             if budget <= 0 or slots <= 0:
@@ -58,8 +77,8 @@ class Scheduler:
         chunks = []
         scheduled = set()
         for seq in list(self.running):
-            if seq.status != Status.RUNNING:
-                continue  # preempted below while making room
+            if seq.status != Status.RUNNING or seq.num_computed_tokens == len(seq):
+                continue  # preempted below, or a beam waiting for its siblings' logits
             while not self.block_manager.ensure_slots(seq, 1):
                 victim = next(s for s in reversed(self.running) if id(s) not in scheduled)
                 self._preempt(victim)
@@ -70,12 +89,15 @@ class Scheduler:
                 scheduled.add(id(seq))
         return chunks
 
-    def _preempt(self, seq: Sequence) -> None:
+    def _preempt(self, seq: Sequence, front: bool = True) -> None:
         """Out of blocks: drop the newest sequence's cache and recompute it later from its tokens."""
         self.running.remove(seq)
         self.block_manager.free_sequence(seq)
         seq.status = Status.WAITING
-        self.waiting.appendleft(seq)
+        if front:
+            self.waiting.appendleft(seq)
+        else:
+            self.waiting.append(seq)
         self.num_preemptions += 1
 
     def postprocess(self, chunks: list[ScheduledChunk]) -> None:

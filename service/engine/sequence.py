@@ -31,6 +31,10 @@ class Sequence:
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
     generator: torch.Generator | None = None
+    # Beam search: a live beam's summed log-probs, a finished one's length-normalized score; the
+    # request's result carries its ranked distinct hypotheses (itself first) in `candidates`.
+    score: float = 0.0
+    candidates: list["Sequence"] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = len(self.token_ids)

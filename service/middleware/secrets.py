@@ -12,7 +12,11 @@ whose keywords occur are run. Ordinary code triggers few or none.
 import math
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
+
+import ahocorasick
 
 PLACEHOLDER_FORMAT = "<SECRET_{}>"
 
@@ -47,18 +51,20 @@ GENERIC_MIN_ENTROPY = 3.5
 
 @dataclass(frozen=True)
 class Rule:
-    """One credential family. The secret is `group` of `pattern`'s match."""
+    """One credential family. The secret is `group` of `pattern`'s match (-1: the first group
+    that took part in the match)."""
 
     name: str
     pattern: re.Pattern[str]
-    keywords: tuple[str, ...]  # lowercase literals; a match contains at least one
+    keywords: tuple[str, ...]  # lowercase literals; every match contains one of them
     group: int = 0
+    anchor: Literal["keyword", "line", "scan"] = "keyword"
     min_entropy: float = 0.0
     use_stop_words: bool = False
 
 
-def _rule(name: str, regex: str, keywords: tuple[str, ...], **kwargs) -> Rule:
-    return Rule(name, re.compile(regex), keywords, **kwargs)
+def _rule(name: str, regex: str, keywords: tuple[str, ...], **options) -> Rule:
+    return Rule(name, re.compile(regex), keywords, **options)
 
 
 # Keyword hits come from one Aho-Corasick pass over the lowercased text. Each rule says how it
@@ -198,20 +204,33 @@ def shannon_entropy(value: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(value).values())
 
 
+# Identifiers, dotted names, constants and kebab-case words: references to a secret, or labels.
+_NAME_LIKE = re.compile(
+    r"[A-Za-z_]+(?:\.[A-Za-z_]+)+|_*[a-z0-9]+(?:[-_][a-z0-9]+)*|_*[A-Z0-9]+(?:[-_][A-Z0-9]+)*"
+)
+# A value without digits whose letters split into words (CamelCase, Title-Case) of 3+ letters.
+_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+")
+
+
+def _looks_like_words(value: str) -> bool:
+    if any(c.isdigit() for c in value):
+        return False
+    words = _WORD.findall(value)
+    return all(len(w) >= 3 for w in words) and len("".join(words)) >= len(value) * 0.8
+
+
 def _is_stop_word_value(value: str) -> bool:
     lowered = value.lower()
     if any(word in lowered for word in STOP_WORDS):
         return True
-    # Identifiers, dotted names and constants are references to a secret, not the secret.
-    return re.fullmatch(r"[a-z_][a-z0-9_]*|[A-Z_][A-Z0-9_]*|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", value) is not None
+    return _NAME_LIKE.fullmatch(value) is not None or _looks_like_words(value)
 
 
 def _secret_span(rule: Rule, match: re.Match[str]) -> tuple[int, int] | None:
     """The span to replace for one match, or None when the rule's filters reject it."""
-    if rule.group == -1:  # the first group that took part in the match
+    group = rule.group
+    if group == -1:
         group = next(i for i, g in enumerate(match.groups(), 1) if g is not None)
-    else:
-        group = rule.group
     value = match.group(group)
     if rule.use_stop_words and _is_stop_word_value(value):
         return None
@@ -220,33 +239,66 @@ def _secret_span(rule: Rule, match: re.Match[str]) -> tuple[int, int] | None:
     return match.span(group)
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _lowercase_same_length(text: str) -> str:
+    lowered = text.lower()
+    # A few characters (e.g. U+0130) lowercase to two; keyword offsets must stay valid.
+    return lowered if len(lowered) == len(text) else text.translate(_ASCII_LOWER)
+
+
 class SecretDetector:
-    """The rule set with its keyword prefilter, compiled once."""
+    """The rule set behind its keyword prefilter, compiled once."""
 
     def __init__(self, rules: tuple[Rule, ...] = RULES, prefilter: bool = True):
         self.rules = rules
         self.prefilter = prefilter
-        keywords = sorted({k for r in rules for k in r.keywords}, key=len, reverse=True)
-        self._keywords = re.compile("|".join(map(re.escape, keywords)), re.IGNORECASE)
+        self._automaton = ahocorasick.Automaton()
+        for keyword in {k for r in rules for k in r.keywords}:
+            self._automaton.add_word(keyword, keyword)
+        self._automaton.make_automaton()
+        self._order = {rule.name: i for i, rule in enumerate(rules)}
+        self._rules_by_keyword: dict[str, list[Rule]] = {}
+        for rule in rules:
+            for keyword in rule.keywords:
+                self._rules_by_keyword.setdefault(keyword, []).append(rule)
 
-    def _candidate_rules(self, text: str) -> list[Rule]:
+    def _matches(self, text: str) -> Iterator[tuple[Rule, re.Match[str]]]:
         if not self.prefilter:
-            return list(self.rules)
-        present = {m.group().lower() for m in self._keywords.finditer(text)}
-        if not present:
-            return []
-        return [r for r in self.rules if not present.isdisjoint(r.keywords)]
+            for rule in self.rules:
+                for match in rule.pattern.finditer(text):
+                    yield rule, match
+            return
+        tried: set[tuple[str, int]] = set()  # (rule, position) already matched, or -1 for scans
+        for end, keyword in self._automaton.iter(_lowercase_same_length(text)):
+            start = end - len(keyword) + 1
+            for rule in self._rules_by_keyword[keyword]:
+                if rule.anchor == "scan":
+                    pos = -1
+                elif rule.anchor == "line":
+                    pos = text.rfind("\\n", 0, start) + 1
+                else:
+                    pos = start
+                if (rule.name, pos) in tried:
+                    continue
+                tried.add((rule.name, pos))
+                if pos == -1:
+                    for match in rule.pattern.finditer(text):
+                        yield rule, match
+                elif match := rule.pattern.match(text, pos):
+                    yield rule, match
 
     def spans(self, text: str) -> list[tuple[int, int, str]]:
         """Non-overlapping (start, end, rule name) of every secret, in text order."""
         found = []
-        for rule in self._candidate_rules(text):
-            for match in rule.pattern.finditer(text):
-                span = _secret_span(rule, match)
-                if span is not None and span[1] > span[0]:
-                    found.append((span[0], span[1], rule.name))
-        # Earliest first, longest first at the same start; drop anything overlapping a kept span.
-        found.sort(key=lambda s: (s[0], -s[1]))
+        for rule, match in self._matches(text):
+            span = _secret_span(rule, match)
+            if span is not None and span[1] > span[0]:
+                found.append((span[0], span[1], rule.name))
+        # Earliest first, longest first at the same start, then the rule listed first; drop
+        # anything overlapping a kept span.
+        found.sort(key=lambda s: (s[0], -s[1], self._order[s[2]]))
         kept: list[tuple[int, int, str]] = []
         for span in found:
             if not kept or span[0] >= kept[-1][1]:
@@ -293,3 +345,13 @@ def scrub(text: str) -> ScrubResult:
 def contains_secret(text: str) -> bool:
     """True when `text` holds a secret-shaped string (used on the model's output)."""
     return bool(DEFAULT_DETECTOR.spans(text))
+
+
+# Characters a token-shaped secret is made of: a run of them at the end may still be growing.
+_TRAILING_TOKEN = re.compile(r"[\w+/=.~:@-]*\Z")
+
+
+def settled_length(text: str) -> int:
+    """How much of a text still being generated can be shown: all but a trailing run of
+    token characters, which a secret could still be growing into."""
+    return _TRAILING_TOKEN.search(text).start()

@@ -55,7 +55,9 @@ class PagedAttention(nn.Module):
         self.num_kv_heads = num_kv_heads
         self.head_dim = head_dim
         self.scale = scale
-        self.upcast = upcast  # dense path: do the attention math in fp32 (GPT-2's reorder_and_upcast_attn)
+        # Dense path: attention math in fp32 (GPT-2's reorder_and_upcast_attn); the paged kernels
+        # always accumulate in fp32.
+        self.upcast = upcast
         self.dropout = dropout
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)

@@ -23,7 +23,12 @@ from transformers import GPT2Config
 from service.models.attention import AttentionMetadata, PagedAttention
 
 # Hugging Face parameter suffixes stored as Conv1D, i.e. transposed relative to nn.Linear.
-CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+CONV1D_WEIGHTS = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
 
 
 def activation(name: str):
@@ -117,7 +122,9 @@ class GPT2(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = nn.ModuleList(GPT2Block(config) for _ in range(self.n_shared_blocks or config.n_layer))
+        self.h = nn.ModuleList(
+            GPT2Block(config) for _ in range(self.n_shared_blocks or config.n_layer)
+        )
         self.attn = nn.ModuleList(layer_attention(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self._init_weights()
@@ -193,5 +200,6 @@ class GPT2(nn.Module):
                     out[f"transformer.h.{layer}.{rest}"] = tensor.contiguous().clone()
             else:
                 out[f"transformer.{name}"] = tensor.contiguous().clone()
-        out["lm_head.weight"] = out["transformer.wte.weight"].clone()  # safetensors refuses shared storage
+        # The tied head as its own copy: safetensors refuses tensors that share storage.
+        out["lm_head.weight"] = out["transformer.wte.weight"].clone()
         return out

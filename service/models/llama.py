@@ -135,17 +135,22 @@ class Llama(nn.Module):
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         tied = config.tie_word_embeddings
-        self.lm_head = None if tied else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = (
+            None if tied else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        )
         # A plain attribute, not a buffer: it stays fp32 when the model is cast to bf16.
         self.inv_freq, self.rope_scale = rope_frequencies(config, self.head_dim)
 
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.layers]
 
-    def rope(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def rope(
+        self, positions: torch.Tensor, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         freqs = positions[..., None].float() * self.inv_freq.to(positions.device)
         angles = torch.cat((freqs, freqs), dim=-1)
-        return (angles.cos() * self.rope_scale).to(dtype), (angles.sin() * self.rope_scale).to(dtype)
+        cos, sin = angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
+        return cos.to(dtype), sin.to(dtype)
 
     def forward(
         self,
@@ -170,8 +175,9 @@ class Llama(nn.Module):
         ours, fused = {}, defaultdict(dict)
         for name, tensor in state_dict.items():
             name = name.removeprefix("model.")
-            if name.endswith("rotary_emb.inv_freq") or (name == "lm_head.weight" and self.lm_head is None):
-                continue  # recomputed from the config / the tied head
+            tied_head = name == "lm_head.weight" and self.lm_head is None
+            if tied_head or name.endswith("rotary_emb.inv_freq"):
+                continue  # the embedding serves as the head; frequencies come from the config
             prefix, proj, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", "", name)
             if proj in FUSED_PROJECTIONS:
                 target, index = FUSED_PROJECTIONS[proj]

@@ -1,0 +1,1 @@
+"""Prompt building: FIM templates, the context window around the cursor, token healing."""

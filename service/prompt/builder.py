@@ -7,7 +7,14 @@ from tokenizers import Tokenizer
 from service.prompt.fim import FimRenderer
 from service.prompt.healing import heal_prefix
 from service.prompt.newlines import detect_newline, to_lf
-from service.prompt.window import Snippet, clip_prefix, clip_suffix, render_snippets
+from service.prompt.window import Budget, Snippet, clip_prefix, clip_suffix, render_snippets
+
+# Tokens a template adds (BOS and three sentinels) plus a token of slack at each cut's seam.
+TEMPLATE_TOKENS = 8
+
+
+class PromptTooLong(ValueError):
+    """The tokens asked for leave no room for a prompt in the model's context."""
 
 
 @dataclass(frozen=True)
@@ -25,21 +32,28 @@ class Prompt:
     token_ids: list[int]
     forced_prefix: str  # token healing: characters the completion must start with
     prefix: str  # the code before the cursor as the model saw it (LF, clipped)
-    suffix: str  # the code after the cursor as the model saw it (LF, clipped; "" for plain)
+    suffix: str  # the code after the cursor (LF, clipped); a plain model does not see it
     newline: str  # the client's line end, restored in the returned text
 
 
 class PromptBuilder:
-    def __init__(
-        self, tokenizer: Tokenizer, prefix_tokens: int, suffix_tokens: int, snippet_tokens: int
-    ):
+    def __init__(self, tokenizer: Tokenizer, budget: Budget, context_tokens: int):
         # A copy that encodes special-token names in user text as plain text (see fim.py).
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.encode_special_tokens = True
+        self.tokenizer_with_specials = tokenizer
         self.renderer = FimRenderer.for_tokenizer(tokenizer)
-        self.prefix_tokens = prefix_tokens
-        self.suffix_tokens = suffix_tokens
-        self.snippet_tokens = snippet_tokens
+        self.budget = budget
+        self.context_tokens = context_tokens  # the model's positions: prompt + new tokens
+
+    def budget_for(self, max_new_tokens: int) -> Budget:
+        room = self.context_tokens - max_new_tokens - TEMPLATE_TOKENS
+        if room < 1:
+            raise PromptTooLong(
+                f"{max_new_tokens} new tokens leave no room for a prompt in this model's "
+                f"{self.context_tokens}-token context; ask for fewer"
+            )
+        return self.budget.within(room)
 
     @property
     def family(self) -> str:
@@ -48,24 +62,32 @@ class PromptBuilder:
     def encode(self, text: str):
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def build(self, request: CompletionInput) -> Prompt:
+    def build(self, request: CompletionInput, max_new_tokens: int) -> Prompt:
+        """The prompt for `request`, fitting the model's context with `max_new_tokens` to come."""
+        budget = self.budget_for(max_new_tokens)
         newline = detect_newline(request.prefix, request.suffix)
         prefix = to_lf(request.prefix)
-        prefix = clip_prefix(prefix, self.encode(prefix), self.prefix_tokens)
+        prefix = clip_prefix(prefix, self.encode(prefix), budget.prefix)
         context = render_snippets(
             [Snippet(s.filepath, to_lf(s.body)) for s in request.snippets],
             request.language,
             self.tokenizer,
-            self.snippet_tokens,
+            budget.snippets,
         )
         healed = heal_prefix(context + prefix, self.encode(context + prefix))
-        suffix = ""
-        if self.renderer.template.uses_suffix:
-            suffix = to_lf(request.suffix)
-            suffix = clip_suffix(suffix, self.encode(suffix), self.suffix_tokens)
-        suffix_ids = self.encode(suffix).ids
+        suffix = to_lf(request.suffix)
+        suffix = clip_suffix(suffix, self.encode(suffix), budget.suffix)
+        suffix_ids = self.encode(suffix).ids if self.renderer.template.uses_suffix else []
         token_ids = self.renderer.render(healed.token_ids, suffix_ids)
         forced_prefix = healed.forced_prefix
         if not token_ids:  # plain model, one-token prefix: keep it rather than prompt nothing
-            token_ids, forced_prefix = self.renderer.render(self.encode(context + prefix).ids, []), ""
+            token_ids, forced_prefix = (
+                self.renderer.render(self.encode(context + prefix).ids, []),
+                "",
+            )
         return Prompt(token_ids, forced_prefix, prefix, suffix, newline)
+
+    def build_raw(self, text: str) -> Prompt:
+        """A prompt taken as is (Tabby's debug raw_prompt): special-token names are tokens."""
+        ids = self.tokenizer_with_specials.encode(to_lf(text)).ids  # the post-processor adds BOS
+        return Prompt(ids, "", to_lf(text), "", detect_newline(text))

@@ -2,7 +2,7 @@
 
 
 def detect_newline(*texts: str) -> str:
-    """"\\r\\n" when the client's text uses CRLF line ends, else "\\n"."""
+    """ "\\r\\n" when the client's text uses CRLF line ends, else "\\n"."""
     return "\r\n" if any("\r\n" in text for text in texts) else "\n"
 
 

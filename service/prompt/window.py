@@ -10,6 +10,21 @@ from dataclasses import dataclass
 from tokenizers import Encoding, Tokenizer
 
 
+@dataclass(frozen=True)
+class Budget:
+    """Token budgets of the prompt's parts."""
+
+    prefix: int
+    suffix: int
+    snippets: int
+
+    def within(self, room: int) -> "Budget":
+        """These budgets shrunk to `room` tokens in all; the prefix gives up room last."""
+        suffix = min(self.suffix, room // 4)
+        snippets = min(self.snippets, (room - suffix) // 4)
+        return Budget(min(self.prefix, room - suffix - snippets), suffix, snippets)
+
+
 def clip_prefix(prefix: str, encoding: Encoding, budget: int) -> str:
     """The last whole lines of `prefix` that fit in `budget` tokens (`encoding` encodes prefix)."""
     offsets = encoding.offsets
@@ -38,6 +53,18 @@ def clip_suffix(suffix: str, encoding: Encoding, budget: int) -> str:
     return suffix[: last_newline + 1] if last_newline != -1 else suffix[:end]
 
 
+def clip_prefix_chars(prefix: str, max_chars: int) -> str:
+    """The last whole lines of `prefix` within `max_chars` characters (Tabby clips by characters)."""
+    if len(prefix) <= max_chars:
+        return prefix
+    first_kept = len(prefix) - max_chars
+    if prefix[first_kept - 1] != "\n":
+        next_line = prefix.find("\n", first_kept)
+        if next_line != -1:
+            first_kept = next_line + 1
+    return prefix[first_kept:]
+
+
 @dataclass(frozen=True)
 class Snippet:
     """Code from another file that the client thinks is relevant (Tabby's declarations etc.)."""
@@ -49,11 +76,26 @@ class Snippet:
 # Line-comment markers; languages not listed get "#", like Python.
 COMMENT_MARKERS = {
     **dict.fromkeys(
-        "c cpp csharp go java javascript javascriptreact kotlin php rust scala swift "
-        "typescript typescriptreact dart".split(),
+        [
+            "c",
+            "cpp",
+            "csharp",
+            "go",
+            "java",
+            "javascript",
+            "javascriptreact",
+            "kotlin",
+            "php",
+            "rust",
+            "scala",
+            "swift",
+            "typescript",
+            "typescriptreact",
+            "dart",
+        ],
         "//",
     ),
-    **dict.fromkeys("sql lua haskell".split(), "--"),
+    **dict.fromkeys(["sql", "lua", "haskell"], "--"),
 }
 
 

@@ -70,7 +70,7 @@ class DedupConfig:
 class DecontamConfig:
     humaneval: bool = True
     eval_files: list[str] = field(default_factory=list)  # globs of held-out evaluation files
-    ngram: int = 13  # a shared run of this many code tokens marks a file contaminated
+    min_chars: int = 50  # shorter eval paragraphs (whitespace removed) are not searched for
 
 
 @dataclass

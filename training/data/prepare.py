@@ -10,12 +10,10 @@ Three streaming passes, so memory stays flat whatever the corpus size:
 
 from __future__ import annotations
 
-import itertools
-import json
 import multiprocessing as mp
 import shutil
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+import time
+from collections.abc import Iterator
 from multiprocessing.pool import Pool
 from pathlib import Path
 
@@ -23,13 +21,14 @@ import numpy as np
 
 from training.data.config import DataConfig
 from training.data.decontaminate import Decontaminator
-from training.data.dedup import NearDedupIndex, Signer
+from training.data.dedup import ExactDedup, NearDedupIndex, Signer
 from training.data.filters import content_hash, first_failure
+from training.data.parallel import batched, ordered_map
 from training.data.progress import Progress
 from training.data.report import Report
-from training.data.sources import COLUMNS, load_records
-
-SHARD_BYTES = 64 * 1024 * 1024
+from training.data.shards import ShardWriter, read_shards
+from training.data.sources import load_records
+from training.data.throughput import Work
 
 _worker: dict = {}  # per-process state built once by the pool initializer
 
@@ -39,15 +38,20 @@ def _init_stage1(cfg: DataConfig) -> None:
     _worker["signer"] = Signer(cfg.dedup, cfg.seed)
 
 
-def _stage1(records: list[dict]) -> list[tuple]:
+def _stage1(records: list[dict]) -> tuple[list[tuple], Work]:
     cfg, signer = _worker["cfg"], _worker["signer"]
-    results = []
-    for content in (r["content"] for r in records):
-        digest = content_hash(content)
-        reason = first_failure(content, digest, cfg.filters, cfg.seed)
-        signed = signer.sign(content) if reason is None else None
+    results, work = [], Work()
+    for rec in records:
+        content, size = rec["content"], int(rec["size"])
+        with work.measure("filter", size):
+            digest = content_hash(content)
+            reason = first_failure(content, digest, cfg.filters, cfg.seed)
+        signed = None
+        if reason is None:
+            with work.measure("minhash", size):
+                signed = signer.sign(content)
         results.append((reason, digest, signed))
-    return results
+    return results, work
 
 
 def _init_stage3(cfg: DataConfig) -> None:
@@ -60,121 +64,54 @@ def _init_stage3(cfg: DataConfig) -> None:
         _worker["scrub"] = scrub
 
 
-def _stage3(records: list[dict]) -> list[tuple]:
+def _stage3(records: list[dict]) -> tuple[list[tuple], Work]:
     cfg = _worker["cfg"]
     allowed = set(cfg.licenses.allow)
-    results = []
+    results, work = [], Work()
     for rec in records:
-        if _worker["decontaminator"].is_contaminated(rec["content"]):
+        content, size = rec["content"], int(rec["size"])
+        with work.measure("decontaminate", size):
+            contaminated = _worker["decontaminator"].is_contaminated(content)
+        if contaminated:
             results.append(("decontaminated", None, []))
         elif rec["license"] not in allowed:
             results.append(("license", None, []))
         elif "scrub" in _worker:
-            text, findings = _worker["scrub"](rec["content"])
-            results.append((None, text, [finding_kind(f) for f in findings]))
+            with work.measure("secrets", size):
+                scrubbed = _worker["scrub"](content)
+            results.append((None, scrubbed.text, [f.rule for f in scrubbed.findings]))
         else:
-            results.append((None, rec["content"], []))
-    return results
-
-
-def finding_kind(finding: object) -> str:
-    """A finding's rule name, whatever shape the scrubber reports it in."""
-    for attr in ("rule", "kind", "type", "name"):
-        if hasattr(finding, attr):
-            return str(getattr(finding, attr))
-        if isinstance(finding, dict) and attr in finding:
-            return str(finding[attr])
-    return type(finding).__name__
-
-
-def batched(items: Iterable, n: int) -> Iterator[list]:
-    it = iter(items)
-    while batch := list(itertools.islice(it, n)):
-        yield batch
-
-
-def ordered_map(pool: Pool, fn: Callable, batches: Iterable[list], window: int) -> Iterator[tuple]:
-    """(batch, fn(batch)) in input order, with at most `window` batches in flight.
-
-    `Pool.imap` would read its whole input ahead of the workers, so memory would grow with the
-    corpus; the bounded window keeps it flat.
-    """
-    pending: deque = deque()
-    for batch in batches:
-        pending.append((batch, pool.apply_async(fn, (batch,))))
-        if len(pending) >= window:
-            done, result = pending.popleft()
-            yield done, result.get()
-    while pending:
-        done, result = pending.popleft()
-        yield done, result.get()
-
-
-class ShardWriter:
-    """Writes records to numbered JSON-lines shards of about SHARD_BYTES each."""
-
-    def __init__(self, directory: Path, prefix: str):
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory, self.prefix = directory, prefix
-        self.paths: list[Path] = []
-        self.file = None
-        self.written = SHARD_BYTES
-
-    def write(self, rec: dict) -> None:
-        if self.written >= SHARD_BYTES:
-            self.close()
-            self.paths.append(self.directory / f"{self.prefix}-{len(self.paths):05d}.jsonl")
-            self.file, self.written = self.paths[-1].open("w"), 0
-        line = json.dumps({k: rec[k] for k in COLUMNS}) + "\n"
-        self.file.write(line)
-        self.written += len(line)
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-            self.file = None
-
-
-def read_shards(paths: list[Path]) -> Iterator[dict]:
-    for path in paths:
-        with path.open() as f:
-            for line in f:
-                yield json.loads(line)
-
-
-def record_throughput(report: Report, stage: str, progress: Progress, procs: int) -> None:
-    mb = progress.bar.n / 1e6
-    report.throughput[stage] = {
-        "seconds": round(progress.elapsed, 2),
-        "mb": round(mb, 2),
-        "procs": procs,
-        "mb_s_per_core": round(mb / progress.elapsed / procs, 3),
-    }
+            results.append((None, content, []))
+    return results, work
 
 
 def pass1(cfg: DataConfig, report: Report, index: NearDedupIndex, pool: Pool) -> list[Path]:
     """Heuristics + exact dedup; returns the stage-1 shards, in stream order."""
     writer = ShardWriter(cfg.out / "work", "stage1")
-    seen: set[bytes] = set()  # 8-byte prefixes of exact-dedup hashes
+    exact = ExactDedup()
     progress = Progress("filter+minhash")
     batches = batched(load_records(cfg.source, cfg.out), cfg.batch_files)
-    for batch, batch_results in ordered_map(pool, _stage1, batches, 4 * cfg.num_proc):
+    parent_cpu = time.process_time()
+    for batch, (batch_results, work) in ordered_map(pool, _stage1, batches, 4 * cfg.num_proc):
+        report.work.add(work)
         for rec, (reason, digest, signed) in zip(batch, batch_results, strict=True):
             report.add_input(rec)
-            if reason != "size":
-                key = bytes.fromhex(digest[:16])
-                if key in seen:
-                    reason = "exact_dup"
-                seen.add(key)
+            # The first copy claims the hash even if a later heuristic drops it, as in CodeParrot.
+            if reason != "size" and exact.seen(digest):
+                reason = "exact_dup"
             if reason:
                 report.drop(reason, rec)
                 continue
-            index.add(signed)
+            with report.work.measure("lsh_index", int(rec["size"])):
+                index.add(signed)
             writer.write(rec)
         progress.update(len(batch), sum(int(r["size"]) for r in batch))
     writer.close()
     progress.close()
-    record_throughput(report, "filter+minhash", progress, cfg.num_proc)
+    # The parent's own serial share: reading, exact dedup, LSH index writes, dispatch, writing.
+    report.work.cpu["pass1_parent"] += time.process_time() - parent_cpu
+    report.work.bytes["pass1_parent"] += report.bytes_in
+    report.wall_seconds["pass1_filter_minhash"] = round(progress.elapsed, 2)
     return writer.paths
 
 
@@ -191,7 +128,9 @@ def cluster_summary(roots: np.ndarray) -> dict:
     }
 
 
-def pass3(cfg: DataConfig, report: Report, stage1: list[Path], roots: np.ndarray, pool: Pool) -> list[Path]:
+def pass3(
+    cfg: DataConfig, report: Report, stage1: list[Path], roots: np.ndarray, pool: Pool
+) -> list[Path]:
     writer = ShardWriter(cfg.out / "clean", "part")
     progress = Progress("decontam+license+secrets")
     largest = {c["doc"]: c for c in report.duplicate_clusters["largest"]}
@@ -206,7 +145,8 @@ def pass3(cfg: DataConfig, report: Report, stage1: list[Path], roots: np.ndarray
                 yield rec
 
     batches = batched(survivors(), cfg.batch_files)
-    for batch, results in ordered_map(pool, _stage3, batches, 4 * cfg.num_proc):
+    for batch, (results, work) in ordered_map(pool, _stage3, batches, 4 * cfg.num_proc):
+        report.work.add(work)
         for rec, (reason, content, findings) in zip(batch, results, strict=True):
             if reason:
                 report.drop(reason, rec)
@@ -220,7 +160,7 @@ def pass3(cfg: DataConfig, report: Report, stage1: list[Path], roots: np.ndarray
         progress.update(len(batch), sum(int(r["size"]) for r in batch))
     writer.close()
     progress.close()
-    record_throughput(report, "decontam+license+secrets", progress, cfg.num_proc)
+    report.wall_seconds["pass3_decontam_license_secrets"] = round(progress.elapsed, 2)
     return writer.paths
 
 
@@ -234,17 +174,10 @@ def prepare(cfg: DataConfig) -> Report:
     ctx = mp.get_context("spawn")
     with ctx.Pool(cfg.num_proc, initializer=_init_stage1, initargs=(cfg,)) as pool:
         stage1 = pass1(cfg, report, index, pool)
-    progress = Progress("near-dup clusters", total_bytes=None)
-    roots = index.clusters()
-    progress.close()
-    report.throughput["dedup-clusters"] = {
-        "seconds": round(progress.elapsed, 2),
-        "mb": round(sum(p.stat().st_size for p in stage1) / 1e6, 2),
-        "procs": 1,
-    }
-    report.throughput["dedup-clusters"]["mb_s_per_core"] = round(
-        report.throughput["dedup-clusters"]["mb"] / max(progress.elapsed, 1e-9), 3
-    )
+    start = time.perf_counter()
+    with report.work.measure("lsh_cluster", report.work.bytes["minhash"]):
+        roots = index.clusters()
+    report.wall_seconds["pass2_lsh_cluster"] = round(time.perf_counter() - start, 2)
     report.duplicate_clusters = cluster_summary(roots)
     with ctx.Pool(cfg.num_proc, initializer=_init_stage3, initargs=(cfg,)) as pool:
         pass3(cfg, report, stage1, roots, pool)

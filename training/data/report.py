@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from training.data.filters import ORDER
+from training.data.throughput import Work
 
 STAGES = (*ORDER, "near_dup", "decontaminated", "license")
 
@@ -24,7 +25,8 @@ class Report:
     repos_out: Counter = field(default_factory=Counter)  # bytes kept per repository
     duplicate_clusters: dict = field(default_factory=dict)
     secrets: dict = field(default_factory=lambda: {"files": 0, "findings": Counter()})
-    throughput: dict = field(default_factory=dict)  # stage -> {"seconds", "mb", "mb_s_per_core"}
+    work: Work = field(default_factory=Work)  # CPU time and bytes per stage
+    wall_seconds: dict[str, float] = field(default_factory=dict)  # per pass
 
     def add_input(self, rec: dict) -> None:
         self.files_in += 1
@@ -42,8 +44,16 @@ class Report:
         self.repos_out[rec["repo_name"]] += int(rec["size"])
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        # Not dataclasses.asdict: it rebuilds a Counter from (key, value) pairs as keys.
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["licenses_in"] = dict(self.licenses_in.most_common())
+        out["licenses_out"] = dict(self.licenses_out.most_common())
         out["repos_out"] = dict(self.repos_out.most_common(20))
+        out["secrets"] = {
+            "files": self.secrets["files"],
+            "findings": dict(self.secrets["findings"]),
+        }
+        out["work"] = self.work.summary()
         return out
 
     def save(self, path: Path) -> None:
@@ -62,17 +72,24 @@ class Report:
             f"near-dup clusters: {clusters.get('clusters', 0)}, files removed: "
             f"{clusters.get('removed', 0)}, largest: {clusters.get('largest_sizes', [])[:5]}"
         )
-        lines.append(f"secrets scrubbed: {self.secrets['files']} files, {dict(self.secrets['findings'])}")
-        lines.append("licenses in/out: " + ", ".join(
-            f"{name} {self.licenses_in[name]}/{self.licenses_out[name]}"
-            for name, _ in self.licenses_in.most_common()
-        ))
-        lines.append("top repositories (MB kept): " + ", ".join(
-            f"{repo} {b / 1e6:.1f}" for repo, b in self.repos_out.most_common(8)
-        ))
-        for stage, t in self.throughput.items():
-            lines.append(
-                f"throughput {stage}: {t['mb']:.1f} MB in {t['seconds']:.1f} s on {t['procs']} procs = "
-                f"{t['mb_s_per_core']:.2f} MB/s per core"
+        lines.append(
+            f"secrets scrubbed: {self.secrets['files']} files, {dict(self.secrets['findings'])}"
+        )
+        lines.append(
+            "licenses in/out: "
+            + ", ".join(
+                f"{name} {self.licenses_in[name]}/{self.licenses_out[name]}"
+                for name, _ in self.licenses_in.most_common()
             )
+        )
+        lines.append(
+            "top repositories (MB kept): "
+            + ", ".join(f"{repo} {b / 1e6:.1f}" for repo, b in self.repos_out.most_common(8))
+        )
+        for stage, t in self.work.summary().items():
+            lines.append(
+                f"throughput {stage:<14} {t['mb']:>8.1f} MB {t['cpu_s']:>8.1f} CPU s "
+                f"{t['mb_s_per_core']:>8.2f} MB/s per core"
+            )
+        lines.append("wall seconds: " + ", ".join(f"{k} {v}" for k, v in self.wall_seconds.items()))
         return "\n".join(lines)

@@ -17,10 +17,9 @@ import sys
 import sysconfig
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import datasets
 from tqdm import tqdm
 
 from training.data.config import DirectorySource, SourceConfig
@@ -85,7 +84,9 @@ def iter_wheel(path: Path, repo_name: str) -> Iterator[dict]:
     with zipfile.ZipFile(path) as zf:
         names = sorted(zf.namelist())
         meta = next((n for n in names if n.endswith(".dist-info/METADATA")), None)
-        license = license_from_metadata(zf.read(meta).decode("utf-8", "replace")) if meta else "unknown"
+        license = (
+            license_from_metadata(zf.read(meta).decode("utf-8", "replace")) if meta else "unknown"
+        )
         for name in names:
             if name.endswith(".py") and (content := decode(zf.read(name))) is not None:
                 yield record(repo_name, name, content, license)
@@ -94,7 +95,9 @@ def iter_wheel(path: Path, repo_name: str) -> Iterator[dict]:
 def iter_sdist(path: Path, repo_name: str) -> Iterator[dict]:
     with tarfile.open(path) as tf:
         members = sorted((m for m in tf.getmembers() if m.isfile()), key=lambda m: m.name)
-        info = next((m for m in members if m.name.count("/") == 1 and m.name.endswith("PKG-INFO")), None)
+        info = next(
+            (m for m in members if m.name.count("/") == 1 and m.name.endswith("PKG-INFO")), None
+        )
         license = "unknown"
         if info:
             license = license_from_metadata(tf.extractfile(info).read().decode("utf-8", "replace"))
@@ -126,7 +129,17 @@ def download_packages(packages: list[str], cache_dir: Path) -> list[Path]:
         found = find_archive(cache_dir, name, version)
         if found is None:
             subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(cache_dir), spec],
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--quiet",
+                    "-d",
+                    str(cache_dir),
+                    spec,
+                ],
                 check=True,
             )
             found = find_archive(cache_dir, name, version)
@@ -148,7 +161,9 @@ def find_archive(cache_dir: Path, name: str, version: str) -> Path | None:
 def iter_offline(cfg: SourceConfig) -> Iterator[dict]:
     for src in cfg.directories:
         yield from iter_directory(src)
-    for spec, archive in zip(cfg.packages, download_packages(cfg.packages, Path(cfg.cache_dir)), strict=True):
+    for spec, archive in zip(
+        cfg.packages, download_packages(cfg.packages, Path(cfg.cache_dir)), strict=True
+    ):
         repo = spec.partition("==")[0]
         reader = iter_wheel if archive.suffix == ".whl" else iter_sdist
         yield from reader(archive, repo)
@@ -185,12 +200,16 @@ def build_offline_corpus(cfg: SourceConfig, out_dir: Path) -> list[Path]:
     if writer:
         writer.close()
     bar.close()
-    manifest.write_text(json.dumps({"fingerprint": fingerprint, "shards": [p.name for p in shards]}))
+    manifest.write_text(
+        json.dumps({"fingerprint": fingerprint, "shards": [p.name for p in shards]})
+    )
     return shards
 
 
-def load_records(cfg: SourceConfig, work_dir: Path) -> datasets.IterableDataset:
+def load_records(cfg: SourceConfig, work_dir: Path) -> Iterable[dict]:
     """Stream records through `datasets`: a hub dataset, local JSON lines/Parquet, or the offline build."""
+    import datasets  # heavy (pyarrow, pandas); imported here so pool workers never load it
+
     if cfg.kind == "offline":
         files = [str(p) for p in build_offline_corpus(cfg, work_dir / "raw")]
         return datasets.load_dataset("json", data_files=files, split="train", streaming=True)

@@ -1,0 +1,652 @@
+"""Our engine vs `transformers` generate() vs llama.cpp's llama-server, on the same checkpoint.
+
+    .venv/bin/python -m benchmarks.bench_engine [--quick] [--no-llama]
+
+One run builds (or reuses) a random-weight Llama-family checkpoint of ≈15M parameters (f32) in
+build/, then measures four workloads on ≈1000-token contexts of standard-library Python with 24
+new greedy tokens:
+
+1. cold: a context never seen before, one request after another;
+2. keystroke: the same context plus the next few characters of the file, the editor's next request;
+3. warm x16: 16 editor sessions at once, each sending a keystroke request on its warm context;
+4. cold x16: 16 new contexts at once.
+
+Our engine is measured through its HTTP server (`python -m service serve`, OpenAI
+/v1/completions, streamed); llama-server through its /completion endpoint (streamed, prompt sent
+as the same token ids); generate() in this process, one request after another. Results are printed
+and written between the markers in docs/benchmarks.md; the raw numbers go to build/.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tqdm import tqdm
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedTokenizerFast,
+)
+
+from benchmarks import llama_cpp
+from service.prompt.builder import CompletionInput, PromptBuilder
+from service.prompt.window import Budget
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+CHECKPOINT = BUILD / "bench_checkpoint"
+DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+NEW_TOKENS = 24
+CONTEXT_TOKENS = 960  # the prefix; the server's default window keeps up to 1024
+SLOT_CONTEXT = 1280  # llama-server context per slot: prompt, keystrokes and new tokens
+EOT = "<|endoftext|>"
+FIM_TOKENS = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>"]
+# ≈15M parameters: 12 layers of width 256 and an 8192-token vocabulary, untied head.
+MODEL = dict(
+    hidden_size=256,
+    intermediate_size=896,
+    num_hidden_layers=12,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    tie_word_embeddings=False,
+)
+VOCAB_SIZE = 8192
+# The cursor sits after an opening bracket or a dot, where an editor asks for a completion and
+# where token healing leaves the prompt alone (so all engines see the same tokens).
+CURSOR_AFTER = "(."
+
+
+# -- checkpoint ------------------------------------------------------------------------------
+
+
+def stdlib_files() -> list[Path]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return sorted(
+        p for p in stdlib.glob("**/*.py") if p.stat().st_size > 12_000 and "test" not in p.parts
+    )
+
+
+def train_tokenizer(text: str) -> Tokenizer:
+    """A byte-level BPE like tests/tiny_checkpoints.py's, with a realistic vocabulary size."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=[EOT, *FIM_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([text], trainer=trainer)
+    return tokenizer
+
+
+def build_checkpoint(out_dir: Path) -> Path:
+    if (out_dir / "model.safetensors").exists():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Train on the smaller half of the standard library; the contexts come from its larger files.
+    text = "\n".join(p.read_text(errors="replace") for p in stdlib_files()[::2])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_tokenizer(text[:3_000_000]),
+        bos_token=EOT,
+        eos_token=EOT,
+        unk_token=EOT,
+        additional_special_tokens=FIM_TOKENS,
+    )
+    tokenizer.save_pretrained(out_dir)
+    eot = tokenizer.convert_tokens_to_ids(EOT)
+    config = LlamaConfig(**MODEL, vocab_size=len(tokenizer), bos_token_id=eot, eos_token_id=eot)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(out_dir)
+    return out_dir
+
+
+# -- contexts --------------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    key: str  # workload/context, the same across engines
+    session: str
+    text: str  # the code before the cursor
+    token_ids: list[int]  # the prompt our server builds from `text`
+
+
+@dataclass
+class EditorContext:
+    cold: Request
+    keystroke: Request  # the same file, a few characters further
+
+
+def prompt_builder(checkpoint: Path) -> PromptBuilder:
+    """The prompt builder our server runs with its default settings."""
+    defaults = Settings()
+    budget = Budget(defaults.prefix_tokens, defaults.suffix_tokens, defaults.snippet_tokens)
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    return PromptBuilder(tokenizer, budget, context_tokens=MODEL["max_position_embeddings"])
+
+
+def next_cursor(text: str, start: int) -> int | None:
+    """The position just after the first cursor character at or after `start`."""
+    found = [i for i in (text.find(c, start) for c in CURSOR_AFTER) if i >= 0]
+    return min(found) + 1 if found else None
+
+
+def editor_contexts(builder: PromptBuilder, count: int) -> list[EditorContext]:
+    """`count` contexts from different standard-library files, cursor after '(' or '.'."""
+    contexts = []
+    for path in stdlib_files()[1::2]:
+        text = path.read_text(errors="replace")
+        offsets = builder.encode(text).offsets
+        if len(offsets) < CONTEXT_TOKENS + 200:
+            continue
+        session = f"editor-{len(contexts)}"
+        ctx = first_clean_cursor(builder, text, offsets[CONTEXT_TOKENS][1], path.stem, session)
+        if ctx is not None:
+            contexts.append(ctx)
+        if len(contexts) == count:
+            return contexts
+    raise RuntimeError(f"only {len(contexts)} usable standard-library files")
+
+
+def first_clean_cursor(builder, text: str, start: int, name: str, session: str):
+    """The first cursor from `start` where neither prompt is healed or clipped."""
+    for _ in range(20):
+        cut = next_cursor(text, start)
+        typed = cut and next_cursor(text, cut + 2)  # the user types a few more characters
+        if typed is None:
+            return None
+        start = cut
+        if typed - cut > 24:
+            continue
+        prompts = [
+            builder.build(CompletionInput(prefix=text[:end]), NEW_TOKENS) for end in (cut, typed)
+        ]
+        if any(
+            p.forced_prefix or p.prefix != text[:end]
+            for p, end in zip(prompts, (cut, typed), strict=True)
+        ):
+            continue  # healed or clipped: every engine must get the same tokens
+        cold, keystroke = (
+            Request(f"{name}/{kind}", session, text[:end], p.token_ids)
+            for kind, end, p in zip(("cold", "keystroke"), (cut, typed), prompts, strict=True)
+        )
+        return EditorContext(cold, keystroke)
+    return None
+
+
+# -- engines ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    key: str
+    start: float
+    first: float  # the first token (streamed) or the end of prefill
+    end: float
+    text: str
+    prompt_evaluated: int | None = None  # prompt tokens computed, when the engine says
+
+
+class FirstTokenClock(LogitsProcessor):
+    """Notes when generate() first asks for logits processing: prefill is then done."""
+
+    def __init__(self):
+        self.time: float | None = None
+
+    def __call__(self, input_ids, scores):
+        if self.time is None:
+            self.time = time.perf_counter()
+        return scores
+
+
+class HFGenerate:
+    """`transformers` generate(), one request after another, no cache kept between requests."""
+
+    name = "generate()"
+    concurrent = False
+
+    def __init__(self, checkpoint: Path, threads: int):
+        torch.set_num_threads(threads)
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        self.tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+        self.pid = os.getpid()
+
+    async def complete(self, request: Request) -> Result:
+        clock = FirstTokenClock()
+        ids = torch.tensor([request.token_ids])
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=NEW_TOKENS,
+                min_new_tokens=NEW_TOKENS,  # as llama-server's ignore_eos
+                do_sample=False,
+                logits_processor=LogitsProcessorList([clock]),
+                pad_token_id=self.model.config.eos_token_id,
+            )
+        end = time.perf_counter()
+        text = self.tokenizer.decode(out[0, ids.shape[1] :].tolist())
+        return Result(request.key, start, clock.time, end, text, len(request.token_ids))
+
+
+class StreamingServer:
+    """A server answering streamed (server-sent events) completions over HTTP."""
+
+    concurrent = True
+
+    def __init__(self, process: subprocess.Popen, port: int):
+        self.process = process
+        self.pid = process.pid
+        self.base = f"http://127.0.0.1:{port}"
+        # A fresh connection per request: llama-server closes idle keep-alive connections after
+        # 5 s, and a pooled one it closed would fail the next request.
+        no_pool = httpx.Limits(max_keepalive_connections=0)
+        self.client = httpx.AsyncClient(base_url=self.base, timeout=600, limits=no_pool)
+
+    async def complete(self, request: Request) -> Result:
+        start = time.perf_counter()
+        first, pieces, evaluated = None, [], None
+        url, body, headers = self.request(request)
+        async with self.client.stream("POST", url, json=body, headers=headers) as response:
+            response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                piece, evaluated_now = self.parse(json.loads(line[6:]))
+                if piece and first is None:
+                    first = time.perf_counter()
+                pieces.append(piece)
+                evaluated = evaluated_now or evaluated
+        end = time.perf_counter()
+        return Result(request.key, start, first or end, end, "".join(pieces), evaluated)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class OurServer(StreamingServer):
+    name = "ours (HTTP)"
+
+    def request(self, request: Request):
+        body = {"prompt": request.text, "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True}
+        return "/v1/completions", body, {"X-Session-Id": request.session}
+
+    def parse(self, event: dict) -> tuple[str, int | None]:
+        return event["choices"][0]["text"], None
+
+
+class LlamaServer(StreamingServer):
+    name = "llama-server"
+
+    def request(self, request: Request):
+        body = {
+            "prompt": request.token_ids,  # exactly our prompt's tokens
+            "n_predict": NEW_TOKENS,
+            "temperature": 0,
+            "repeat_penalty": 1.0,
+            "ignore_eos": True,
+            "cache_prompt": True,
+            "stream": True,
+        }
+        return "/completion", body, {}
+
+    def parse(self, event: dict) -> tuple[str, int | None]:
+        return event.get("content", ""), event.get("timings", {}).get("prompt_n")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_our_server(checkpoint: Path, threads: int) -> OurServer:
+    port = free_port()
+    command = [sys.executable, "-m", "service", "serve", "--model", str(checkpoint)]
+    command += ["--port", str(port), "--num-threads", str(threads), "--log-level", "warning"]
+    command += ["--request-timeout-s", "300"]  # a busy machine must not cut the ×16 workloads
+    process = subprocess.Popen(command, cwd=ROOT)
+    llama_cpp.wait_until_healthy(f"http://127.0.0.1:{port}/v1/health", process)
+    return OurServer(process, port)
+
+
+def start_llama_server(gguf: Path, slots: int, threads: int) -> LlamaServer:
+    port = free_port()
+    command = llama_cpp.server_command(gguf, port, slots, SLOT_CONTEXT, threads)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    llama_cpp.wait_until_healthy(f"http://127.0.0.1:{port}/health", process)
+    return LlamaServer(process, port)
+
+
+# -- workloads -------------------------------------------------------------------------------
+
+
+@dataclass
+class Workloads:
+    warmup: EditorContext
+    sequential: list[EditorContext]  # workloads 1 and 2
+    warm_sessions: list[EditorContext]  # workload 3
+    cold_batch: list[EditorContext]  # workload 4
+
+
+@dataclass
+class EngineRun:
+    engine: str
+    results: dict[str, list[Result]] = field(default_factory=dict)
+    batch_wall_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+    load: list[float] = field(default_factory=list)  # 1-minute load average, start and end
+
+
+async def at_once(engine, requests: list[Request]) -> tuple[list[Result], float]:
+    """All requests at the same moment (one after another for an engine that serves one)."""
+    start = time.perf_counter()
+    if engine.concurrent:
+        results = await asyncio.gather(*(engine.complete(r) for r in requests))
+    else:
+        results = [await engine.complete(r) for r in requests]
+        for r in results:
+            r.start = start  # a request waits for the ones before it
+    return list(results), time.perf_counter() - start
+
+
+async def run_engine(engine, workloads: Workloads) -> EngineRun:
+    run = EngineRun(engine.name, load=[os.getloadavg()[0]])
+    await engine.complete(workloads.warmup.cold)
+    await engine.complete(workloads.warmup.keystroke)
+    cold, keystroke = [], []
+    for ctx in tqdm(workloads.sequential, desc=f"{engine.name}: cold + keystroke", unit="ctx"):
+        cold.append(await engine.complete(ctx.cold))
+        keystroke.append(await engine.complete(ctx.keystroke))
+    run.results["cold"], run.results["keystroke"] = cold, keystroke
+    if engine.concurrent:  # generate() keeps nothing warm, so there is nothing to warm up
+        warming = tqdm(workloads.warm_sessions, desc=f"{engine.name}: warming sessions", unit="ctx")
+        run.results["warming"] = [await engine.complete(ctx.cold) for ctx in warming]
+    for name, requests in (
+        ("warm_batch", [ctx.keystroke for ctx in workloads.warm_sessions]),
+        ("cold_batch", [ctx.cold for ctx in workloads.cold_batch]),
+    ):
+        print(f"{engine.name}: {name} ({len(requests)} at once)", flush=True)
+        run.results[name], run.batch_wall_s[name] = await at_once(engine, requests)
+    run.peak_rss_mb = peak_rss_mb(engine.pid)
+    run.load.append(os.getloadavg()[0])
+    return run
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+# -- measurements ----------------------------------------------------------------------------
+
+
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """The CPU's f32 matrix throughput as torch reaches it on `threads` cores: best of `repeats`."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * size**3 / best / 1e9
+
+
+def prefill_gflop(num_tokens: int) -> float:
+    """Matrix work of one prefill: projections and MLP per token, attention, one head row."""
+    h, layers, inter = MODEL["hidden_size"], MODEL["num_hidden_layers"], MODEL["intermediate_size"]
+    kv = h * MODEL["num_key_value_heads"] // MODEL["num_attention_heads"]
+    per_token = layers * 2 * (2 * h * h + 2 * h * kv + 3 * h * inter)
+    attention = layers * 2 * num_tokens * num_tokens * h  # QK^T and PV, causal half of 4·T²·h
+    return (per_token * num_tokens + attention + 2 * h * VOCAB_SIZE) / 1e9
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarize(run: EngineRun) -> dict:
+    r = run.results
+    latency = {k: [x.end - x.start for x in v] for k, v in r.items()}
+    first = {k: [x.first - x.start for x in v] for k, v in r.items()}
+    batch_tokens = {k: NEW_TOKENS * len(r[k]) / run.batch_wall_s[k] for k in run.batch_wall_s}
+    return {
+        "cold_p50_ms": 1000 * p50(latency["cold"]),
+        "cold_first_token_p50_ms": 1000 * p50(first["cold"]),
+        "keystroke_p50_ms": 1000 * p50(latency["keystroke"]),
+        "sequential_tokens_per_s": NEW_TOKENS / p50(latency["keystroke"]),
+        "warm_batch_tokens_per_s": batch_tokens["warm_batch"],
+        "warm_batch_p50_ms": 1000 * p50(latency["warm_batch"]),
+        "cold_batch_tokens_per_s": batch_tokens["cold_batch"],
+        "cold_batch_first_answer_s": min(latency["cold_batch"]),
+        "cold_batch_first_token_s": min(first["cold_batch"]),
+        "cold_batch_last_answer_s": max(latency["cold_batch"]),
+        "keystroke_prompt_evaluated": _mean_evaluated(r["keystroke"]),
+        "peak_rss_mb": run.peak_rss_mb,
+    }
+
+
+def _mean_evaluated(results: list[Result]) -> float | None:
+    values = [x.prompt_evaluated for x in results if x.prompt_evaluated is not None]
+    return statistics.mean(values) if values else None
+
+
+def greedy_agreement(runs: list[EngineRun]) -> dict[str, str]:
+    """For each engine, the share of requests whose text equals generate()'s."""
+    reference = {x.key: x.text for xs in runs[0].results.values() for x in xs}
+    shares = {}
+    for run in runs[1:]:
+        texts = {x.key: x.text for xs in run.results.values() for x in xs}
+        keys = [k for k in texts if k in reference]
+        same = sum(texts[k] == reference[k] for k in keys)
+        shares[run.engine] = f"{same}/{len(keys)}"
+    return shares
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor()
+    return f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def code_version() -> str:
+    """The commit measured, and whether the engine's sources differed from it."""
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "service", "kernels"], capture_output=True, text=True
+    )
+    changes = " with uncommitted engine changes" if dirty.stdout.strip() else ""
+    return f"commit {commit.stdout.strip()}{changes}"
+
+
+def report(summaries: dict[str, dict], extra: dict) -> str:
+    engines = list(summaries)
+    rows = [
+        ("1 cold: p50 latency (ms)", "cold_p50_ms", "{:.0f}"),
+        ("1 cold: p50 first token (ms)", "cold_first_token_p50_ms", "{:.0f}"),
+        ("2 keystroke: p50 latency (ms)", "keystroke_p50_ms", "{:.0f}"),
+        ("2 keystroke: prompt tokens evaluated", "keystroke_prompt_evaluated", "{:.0f}"),
+        ("one after another: tokens/s", "sequential_tokens_per_s", "{:.0f}"),
+        ("3 warm x16: tokens/s", "warm_batch_tokens_per_s", "{:.0f}"),
+        ("3 warm x16: per-request p50 (ms)", "warm_batch_p50_ms", "{:.0f}"),
+        ("4 cold x16: tokens/s", "cold_batch_tokens_per_s", "{:.0f}"),
+        ("4 cold x16: first token (s)", "cold_batch_first_token_s", "{:.2f}"),
+        ("4 cold x16: first answer (s)", "cold_batch_first_answer_s", "{:.2f}"),
+        ("4 cold x16: last answer (s)", "cold_batch_last_answer_s", "{:.2f}"),
+        ("process peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+    ]
+    lines = ["| workload | " + " | ".join(engines) + " |", "|---" * (len(engines) + 1) + "|"]
+    for label, key, fmt in rows:
+        cells = [fmt.format(s[key]) if s.get(key) is not None else "–" for s in summaries.values()]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + ratios(summaries, extra)
+
+
+def ratios(summaries: dict[str, dict], extra: dict) -> str:
+    hf = summaries["generate()"]
+    lines = ["| target | " + " | ".join(e for e in summaries if e != "generate()") + " |"]
+    lines.append("|---" * len(summaries) + "|")
+    others = [e for e in summaries if e != "generate()"]
+
+    def row(label: str, value) -> None:
+        lines.append(f"| {label} | " + " | ".join(value(summaries[e]) for e in others) + " |")
+
+    row(
+        "cold ≥ 1.5x faster than generate()",
+        lambda s: f"{hf['cold_p50_ms'] / s['cold_p50_ms']:.2f}x",
+    )
+    row(
+        "keystroke ≥ 10x faster than generate()",
+        lambda s: f"{hf['cold_p50_ms'] / s['keystroke_p50_ms']:.1f}x",
+    )
+    row(
+        "warm x16 ≥ 15x generate()'s tokens/s",
+        lambda s: f"{s['warm_batch_tokens_per_s'] / hf['sequential_tokens_per_s']:.1f}x",
+    )
+    row("warm x16 per-request p50 ≤ 300 ms", lambda s: f"{s['warm_batch_p50_ms']:.0f} ms")
+    row("cold x16 first answer ≤ 1 s", lambda s: f"{s['cold_batch_first_answer_s']:.2f} s")
+    row("peak RSS ≤ 1.5 GB", lambda s: f"{s['peak_rss_mb'] / 1024:.2f} GB")
+    peak = extra["matmul_peak_gflops"]
+    gflop = prefill_gflop(extra["cold_prompt_tokens"])
+    row(
+        f"cold prefill, share of {peak:.0f} GFLOP/s matmul peak",
+        lambda s: f"{gflop / (s['cold_first_token_p50_ms'] / 1000) / peak:.0%}",
+    )
+    if "ours (HTTP)" in summaries and "llama-server" in summaries:
+        ours, llama = summaries["ours (HTTP)"], summaries["llama-server"]
+        lines.append("")
+        lines.append(
+            f"ours vs llama-server: cold {llama['cold_p50_ms'] / ours['cold_p50_ms']:.2f}x, "
+            f"keystroke {llama['keystroke_p50_ms'] / ours['keystroke_p50_ms']:.2f}x, "
+            f"warm x16 tokens/s {ours['warm_batch_tokens_per_s'] / llama['warm_batch_tokens_per_s']:.2f}x, "
+            f"cold x16 tokens/s {ours['cold_batch_tokens_per_s'] / llama['cold_batch_tokens_per_s']:.2f}x "
+            "(>1 = ours faster)."
+        )
+    return "\n".join(lines)
+
+
+def write_doc(text: str) -> None:
+    doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{RESULTS_START}\n{RESULTS_END}\n"
+    head, rest = doc.split(RESULTS_START)
+    _, tail = rest.split(RESULTS_END)
+    DOC.write_text(f"{head}{RESULTS_START}\n{text}\n{RESULTS_END}{tail}")
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+async def measure(args, checkpoint: Path, workloads: Workloads) -> list[EngineRun]:
+    runs = [await run_engine(HFGenerate(checkpoint, args.threads), workloads)]
+    server = start_our_server(checkpoint, args.threads)
+    try:
+        runs.append(await run_engine(server, workloads))
+    finally:
+        await server.close()
+    if args.llama:
+        llama_cpp.build_server()
+        gguf = llama_cpp.convert_to_gguf(checkpoint, BUILD / "bench_checkpoint-f32.gguf")
+        server = start_llama_server(gguf, len(workloads.warm_sessions), args.threads)
+        try:
+            runs.append(await run_engine(server, workloads))
+        finally:
+            await server.close()
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke mode: 2 contexts, 4 sessions")
+    parser.add_argument("--no-llama", dest="llama", action="store_false", help="skip llama-server")
+    parser.add_argument("--no-doc", dest="doc", action="store_false", help="do not write the docs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU threads of every engine (default: all cores; 1 is fairer on a busy machine)",
+    )
+    args = parser.parse_args()
+    sequential, sessions = (2, 4) if args.quick else (8, 16)
+
+    checkpoint = build_checkpoint(CHECKPOINT)
+    builder = prompt_builder(checkpoint)
+    contexts = editor_contexts(builder, 1 + sequential + 2 * sessions)
+    workloads = Workloads(
+        warmup=contexts[0],
+        sequential=contexts[1 : 1 + sequential],
+        warm_sessions=contexts[1 + sequential : 1 + sequential + sessions],
+        cold_batch=contexts[1 + sequential + sessions :],
+    )
+    prompt_tokens = statistics.mean(len(c.cold.token_ids) for c in contexts)
+    params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(checkpoint).parameters())
+    extra = {
+        "machine": machine(),
+        "code": code_version(),
+        "parameters": params,
+        "cold_prompt_tokens": prompt_tokens,
+        "threads": args.threads,
+        "matmul_peak_gflops": matmul_peak_gflops(args.threads),
+    }
+    runs = asyncio.run(measure(args, checkpoint, workloads))
+    summaries = {run.engine: summarize(run) for run in runs}
+    extra["greedy_outputs_equal_to_generate"] = greedy_agreement(runs)
+    extra["load_average"] = {run.engine: run.load for run in runs}
+
+    text = describe(extra, args, sessions) + "\n\n" + report(summaries, extra)
+    print(text)
+    raw = {"extra": extra, "summaries": summaries, "runs": [asdict(r) for r in runs]}
+    (BUILD / "bench_results.json").write_text(json.dumps(raw, indent=1))
+    if args.doc:
+        write_doc(text)
+
+
+def describe(extra: dict, args, sessions: int) -> str:
+    loads = ", ".join(f"{e} {a:.1f}→{b:.1f}" for e, (a, b) in extra["load_average"].items())
+    return (
+        f"Machine: {extra['machine']}. Code: {extra['code']}. Model: random-weight Llama, {extra['parameters'] / 1e6:.1f}M "
+        f"parameters, f32; prompts {extra['cold_prompt_tokens']:.0f} tokens on average, "
+        f"{NEW_TOKENS} new tokens, greedy; {sessions} sessions{' (--quick)' if args.quick else ''}; "
+        f"{args.threads} CPU thread(s) per engine. "
+        f"Matmul peak (torch, 2048², same threads): {extra['matmul_peak_gflops']:.0f} GFLOP/s. "
+        f"Greedy outputs equal to generate()'s: {extra['greedy_outputs_equal_to_generate']}. "
+        f"1-minute load average during each engine's run (start→end; the CPU is shared): {loads}."
+    )
+
+
+if __name__ == "__main__":
+    main()

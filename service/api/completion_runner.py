@@ -1,0 +1,315 @@
+"""Run completion jobs on the engine: all choices at once, under a deadline, cancellable.
+
+Every engine stream is consumed inside `aclosing`, so whatever ends the consumer (client
+disconnect, deadline, error) closes the stream and the engine aborts the request within a step.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from service.api.errors import ApiError
+from service.cache import CacheQuery, SuggestionCache
+from service.engine import AsyncEngine, RequestOutput, SamplingParams
+from service.logging_setup import prompt_for_log
+from service.middleware.auth import ANONYMOUS_TENANT
+from service.middleware.secrets import contains_secret, scrub, settled_length
+from service.prompt.builder import Prompt
+from service.prompt.newlines import from_lf
+from service.semantic.stopping import drop_suffix_overlap
+
+logger = logging.getLogger("service.completions")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One choice to generate."""
+
+    request_id: str
+    prompt: Prompt
+    params: SamplingParams
+    session_id: str | None
+    drop_overlap: bool  # code-aware dialects: remove what the code after the cursor repeats
+
+
+@dataclass(frozen=True)
+class Completion:
+    index: int
+    text: str  # final, in the client's newline convention
+    finish_reason: str  # "stop", "length" or "abort"
+    num_prompt_tokens: int
+    num_cached_tokens: int
+    num_tokens: int
+    last_token_id: int | None
+    first_output_s: float  # request start to the engine's first output
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of streamed text for one choice; `finish_reason` set on its last piece."""
+
+    index: int
+    text: str
+    finish_reason: str | None
+
+
+def redact(text: str) -> str:
+    """A suggestion never carries a secret-shaped string: it is replaced by a placeholder."""
+    return scrub(text).text if contains_secret(text) else text
+
+
+def final_text(job: Job, text: str) -> str:
+    if job.drop_overlap:
+        text = drop_suffix_overlap(text, job.prompt.prefix, job.prompt.suffix)
+    return redact(from_lf(text, job.prompt.newline))
+
+
+def stop_rule_key(rule, while_typing: bool) -> list | None:
+    """A stop rule is a closure: its name, and the plain values it closed over (those come
+    from the cursor's line, so they are left out of the typing-through key)."""
+    if rule is None:
+        return None
+    cells = [] if while_typing else [c.cell_contents for c in rule.__closure__ or ()]
+    return [rule.__qualname__, *(c for c in cells if isinstance(c, str | int))]
+
+
+def decoding_key(job: Job, while_typing: bool = False) -> dict[str, object]:
+    """Everything besides the prompt that decides a choice's text."""
+    params = job.params
+    return {
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "seed": params.seed,
+        "stop": params.stop,
+        "ignore_eos": params.ignore_eos,
+        # Token healing's forced characters follow the cursor, as the stop rule's line does.
+        "forced_prefix": None if while_typing else params.forced_prefix,
+        "stop_rule": stop_rule_key(params.stop_rule, while_typing),
+        "drop_overlap": job.drop_overlap,
+        "newline": job.prompt.newline,
+    }
+
+
+def cache_query(request: Request, jobs: list[Job], model: str) -> CacheQuery:
+    prompt = jobs[0].prompt
+    return CacheQuery(
+        tenant=getattr(request.state, "tenant", ANONYMOUS_TENANT),
+        model=model,
+        decoding={"choices": [decoding_key(job) for job in jobs]},
+        prompt_window=",".join(map(str, prompt.token_ids)),
+        prefix=prompt.prefix,
+        suffix=prompt.suffix,
+        typing_decoding={"choices": [decoding_key(job, while_typing=True) for job in jobs]},
+    )
+
+
+def finished_on_its_own(completion: Completion, job: Job) -> bool:
+    """Cacheable: not aborted, and not cut short by the deadline (a cut choice ends with
+    "length" before max_tokens)."""
+    if completion.finish_reason == "length":
+        return completion.num_tokens >= job.params.max_tokens
+    return completion.finish_reason == "stop"
+
+
+def cached_completion(index: int, job: Job, text: str, finish_reason: str = "stop") -> Completion:
+    return Completion(
+        index=index,
+        text=text,
+        finish_reason=finish_reason,
+        num_prompt_tokens=len(job.prompt.token_ids),
+        num_cached_tokens=len(job.prompt.token_ids),
+        num_tokens=0,
+        last_token_id=None,
+        first_output_s=0.0,
+        elapsed_s=0.0,
+    )
+
+
+class CompletionRunner:
+    def __init__(self, engine: AsyncEngine, cache: SuggestionCache | None = None, model: str = ""):
+        self.engine = engine
+        self.cache = cache
+        self.model = model  # "model-id@revision", part of every cache key
+
+    def start(self, jobs: list[Job]) -> list[AsyncIterator[RequestOutput]]:
+        """Submit every job; raises (InvalidRequest, EngineOverloaded) before any is left running."""
+        streams = []
+        try:
+            for job in jobs:
+                streams.append(
+                    self.engine.generate(
+                        job.prompt.token_ids, job.params, job.request_id, job.session_id
+                    )
+                )
+        except Exception:
+            for job, stream in zip(jobs, streams, strict=False):
+                self.abort_unstarted(job.request_id, stream)
+            raise
+        return streams
+
+    def abort_unstarted(self, request_id: str, stream: AsyncIterator[RequestOutput]) -> None:
+        # A stream never iterated cannot clean up on close: abort it and let it run out.
+        self.engine.abort(request_id)
+        asyncio.get_running_loop().create_task(drain(stream))
+
+    async def complete(
+        self, request: Request, jobs: list[Job], timeout_s: float
+    ) -> list[Completion]:
+        """Every choice's final text, from the cache when it can; a file marked sensitive gets
+        empty choices without the model seeing it."""
+        if getattr(request.state, "sensitive_file", False):
+            request.state.cache = "sensitive"
+            return [cached_completion(i, job, "") for i, job in enumerate(jobs)]
+        if (prompt := prompt_for_log(jobs[0].prompt.prefix)) is not None:
+            logger.info("prompt", extra={"fields": {"prefix": prompt}})
+        if self.cache is None:
+            return await self.generate(request, jobs, timeout_s)
+        query = cache_query(request, jobs, self.model)
+        cached = await self.cache.lookup(query)
+        if cached is not None and len(cached.choices) == len(jobs):
+            request.state.cache = cached.outcome
+            for job in jobs:  # a newer keystroke answered from the cache still supersedes
+                if job.session_id is not None:
+                    self.engine.supersede(job.session_id, job.request_id)
+            return [
+                cached_completion(i, job, text, reason)
+                for i, (job, text, reason) in enumerate(
+                    zip(jobs, cached.choices, cached.finish_reasons, strict=True)
+                )
+            ]
+        request.state.cache = "miss"
+        completions = await self.generate(request, jobs, timeout_s)
+        if all(finished_on_its_own(c, job) for c, job in zip(completions, jobs, strict=True)):
+            texts, reasons = [c.text for c in completions], [c.finish_reason for c in completions]
+            await self.cache.store(query, texts, reasons)
+        return completions
+
+    async def generate(
+        self, request: Request, jobs: list[Job], timeout_s: float
+    ) -> list[Completion]:
+        """Run every choice on the engine; aborts everything if the client disconnects first."""
+        streams = self.start(jobs)
+        started = time.perf_counter()
+        work = asyncio.ensure_future(
+            asyncio.gather(
+                *(
+                    collect(i, job, stream, started, timeout_s)
+                    for i, (job, stream) in enumerate(zip(jobs, streams, strict=True))
+                )
+            )
+        )
+        disconnect = asyncio.ensure_future(wait_for_disconnect(request))
+        try:
+            await asyncio.wait({work, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnect.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            raise ApiError(499, "the client closed the request")
+        return work.result()
+
+    async def stream(
+        self, jobs: list[Job], streams: list[AsyncIterator[RequestOutput]], timeout_s: float
+    ) -> AsyncIterator[Delta]:
+        """Interleaved text deltas of every choice (from `start`), each ending with a reason."""
+        deltas: asyncio.Queue[Delta | None] = asyncio.Queue()
+        pumps = [
+            asyncio.create_task(pump(i, job, stream, deltas))
+            for i, (job, stream) in enumerate(zip(jobs, streams, strict=True))
+        ]
+        unfinished = set(range(len(jobs)))
+        running = len(pumps)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        try:
+            while running:
+                # A deadline per wait, not asyncio.timeout around the loop: that would also
+                # cancel the consumer's own awaits while this generator is suspended at `yield`.
+                left = deadline - asyncio.get_running_loop().time()
+                try:
+                    delta = await asyncio.wait_for(deltas.get(), max(left, 0))
+                except TimeoutError:
+                    break
+                if delta is None:
+                    running -= 1
+                    continue
+                if delta.finish_reason is not None:
+                    unfinished.discard(delta.index)
+                yield delta
+            for index in sorted(unfinished):  # past the deadline: end them as if out of tokens
+                yield Delta(index, "", "length")
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+
+async def collect(
+    index: int, job: Job, stream: AsyncIterator[RequestOutput], started: float, timeout_s: float
+) -> Completion:
+    last, first_output_s, finish_reason = None, 0.0, "length"
+    async with aclosing(stream):
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for output in stream:
+                    if last is None:
+                        first_output_s = time.perf_counter() - started
+                    last = output
+                    if output.finished:
+                        finish_reason = output.finish_reason
+        except TimeoutError:
+            pass  # return what there is, as if max_tokens had been reached
+    return Completion(
+        index=index,
+        text=final_text(job, last.text if last else ""),
+        finish_reason=finish_reason,
+        num_prompt_tokens=last.num_prompt_tokens if last else len(job.prompt.token_ids),
+        num_cached_tokens=last.num_cached_tokens if last else 0,
+        num_tokens=len(last.token_ids) if last else 0,
+        last_token_id=last.token_ids[-1] if last and last.token_ids else None,
+        first_output_s=first_output_s,
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+async def pump(
+    index: int, job: Job, stream: AsyncIterator[RequestOutput], deltas: asyncio.Queue
+) -> None:
+    """Put the new text of each output on `deltas`, then None when the choice is done."""
+    sent = ""
+    try:
+        async with aclosing(stream):
+            async for output in stream:
+                text = output.text
+                if output.finished and job.drop_overlap:
+                    text = drop_suffix_overlap(text, job.prompt.prefix, job.prompt.suffix)
+                if not output.finished:  # hold back a word that could still become a secret
+                    text = text[: settled_length(text)]
+                text = redact(text)
+                # Text may only grow; a final cut below what was streamed is dropped, not unsent.
+                new = text[len(sent) :] if text.startswith(sent) else ""
+                sent += new
+                if new or output.finished:
+                    reason = output.finish_reason if output.finished else None
+                    deltas.put_nowait(Delta(index, from_lf(new, job.prompt.newline), reason))
+    finally:
+        deltas.put_nowait(None)
+
+
+async def drain(stream: AsyncIterator[RequestOutput]) -> None:
+    async with aclosing(stream):
+        async for _ in stream:
+            pass
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    # The body has been read: the next message the server gives is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,1 @@
+"""Each API dialect's translation: its request body to engine jobs, engine results to its response."""

@@ -1,0 +1,99 @@
+"""OpenAI's legacy completions API (`prompt` body), with OpenAI's semantics.
+
+The completion ends at EOS, a client stop string or max_tokens, unless the request opts into
+code-aware stopping with our `stop_mode` field. `suffix` is accepted and rendered as a FIM prompt
+for the served model's family. Any `model` name is accepted: one model is served.
+"""
+
+import time
+import uuid
+
+from service.api.completion_runner import Completion, Delta, Job
+from service.api.dependencies import Serving
+from service.api.dialects.sampling import check_limits, sampling_params
+from service.api.errors import ApiError
+from service.api.schemas import (
+    OpenAIChoice,
+    OpenAICompletionRequest,
+    OpenAICompletionResponse,
+    Usage,
+)
+from service.prompt.builder import CompletionInput
+
+
+def finish_reason(reason: str | None) -> str | None:
+    # A request cut short (aborted by a newer request of its session) returns what it had.
+    return "stop" if reason == "abort" else reason
+
+
+def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -> list[Job]:
+    if reason := body.unsupported():
+        raise ApiError(400, reason)
+    max_tokens = body.max_tokens or 16
+    check_limits(serving.settings, max_tokens, len(body.prompts) * body.n, "max_tokens")
+    suffix = body.suffix or ""
+    if not any(p.strip() for p in body.prompts) and not suffix.strip():
+        raise ApiError(400, "the prompt is empty: send some text to complete", "prompt")
+    completion_id = f"cmpl-{uuid.uuid4()}"
+    result = []
+    for text in body.prompts:
+        prompt = serving.builder.build(CompletionInput(prefix=text, suffix=suffix), max_tokens)
+        for j in range(body.n):
+            index = len(result)
+            params = sampling_params(
+                prompt,
+                max_tokens=max_tokens,
+                temperature=1.0 if body.temperature is None else body.temperature,
+                top_p=body.top_p or 1.0,
+                seed=None if body.seed is None else body.seed + j,  # n different samples
+                stop=body.stops,
+                stop_mode=body.stop_mode,
+            )
+            result.append(
+                Job(
+                    request_id=f"{completion_id}-{index}",
+                    prompt=prompt,
+                    params=params,
+                    session_id=None if session is None else f"{session}/{index}",
+                    drop_overlap=body.stop_mode != "none",
+                )
+            )
+    return result
+
+
+def completion_id(jobs: list[Job]) -> str:
+    return jobs[0].request_id.rsplit("-", 1)[0]
+
+
+def response(
+    jobs: list[Job], completions: list[Completion], model: str
+) -> OpenAICompletionResponse:
+    prompt_tokens = sum(len(p.token_ids) for p in {id(j.prompt): j.prompt for j in jobs}.values())
+    completion_tokens = sum(c.num_tokens for c in completions)
+    return OpenAICompletionResponse(
+        id=completion_id(jobs),
+        created=int(time.time()),
+        model=model,
+        choices=[
+            OpenAIChoice(text=c.text, index=c.index, finish_reason=finish_reason(c.finish_reason))
+            for c in completions
+        ],
+        usage=Usage(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        ),
+    )
+
+
+def chunk(jobs: list[Job], delta: Delta, model: str, created: int) -> dict:
+    return OpenAICompletionResponse(
+        id=completion_id(jobs),
+        created=created,
+        model=model,
+        choices=[
+            OpenAIChoice(
+                text=delta.text, index=delta.index, finish_reason=finish_reason(delta.finish_reason)
+            )
+        ],
+    ).model_dump(exclude_none=False, exclude={"usage"})

@@ -1,0 +1,95 @@
+"""Tabby's completion API (`segments` body), with Tabby's defaults.
+
+Defaults: the prefix is clipped to its last 1536 characters (whole lines), 64 new tokens,
+code-aware stopping ("auto"). Temperature: Tabby's agent sends none and Tabby's server samples
+at 0.1; we decode greedily at or below 0.1, which is nearly the same distribution's mode and
+makes a keystroke's suggestion deterministic (and so cacheable and reusable across requests).
+"""
+
+import uuid
+
+from service.api.completion_runner import Completion, Job
+from service.api.dependencies import Serving
+from service.api.dialects.sampling import check_limits, sampling_params
+from service.api.errors import ApiError
+from service.api.schemas import (
+    TabbyChoice,
+    TabbyCompletionRequest,
+    TabbyCompletionResponse,
+    TabbyDebugData,
+)
+from service.prompt.builder import CompletionInput, Prompt
+from service.prompt.window import Snippet, clip_prefix_chars
+
+MAX_PREFIX_CHARS = 1536
+MAX_TOKENS = 64
+GREEDY_AT_OR_BELOW = 0.1
+
+
+def snippets(body: TabbyCompletionRequest) -> tuple[Snippet, ...]:
+    segments = body.segments
+    options = body.debug_options
+    if options and options.disable_retrieval_augmented_code_completion:
+        return ()
+    declarations = [Snippet(d.filepath, d.body) for d in segments.declarations or []]
+    relevant = sorted(
+        [
+            *(segments.relevant_snippets_from_changed_files or []),
+            *(segments.relevant_snippets_from_recently_opened_files or []),
+        ],
+        key=lambda s: -(s.score or 0.0),
+    )
+    return (*declarations, *(Snippet(s.filepath, s.body) for s in relevant))
+
+
+def build_prompt(body: TabbyCompletionRequest, serving: Serving, max_tokens: int) -> Prompt:
+    if body.debug_options and body.debug_options.raw_prompt:
+        return serving.builder.build_raw(body.debug_options.raw_prompt)
+    segments = body.segments
+    if not segments.prefix.strip() and not (segments.suffix or "").strip():
+        raise ApiError(400, "segments.prefix is empty: there is no code to complete", "segments")
+    request = CompletionInput(
+        prefix=clip_prefix_chars(segments.prefix, MAX_PREFIX_CHARS),
+        suffix=segments.suffix or "",
+        language=body.language,
+        snippets=snippets(body),
+    )
+    return serving.builder.build(request, max_tokens)
+
+
+def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | None) -> Job:
+    check_limits(serving.settings, MAX_TOKENS, 1, "max_tokens")
+    prompt = build_prompt(body, serving, MAX_TOKENS)
+    temperature = body.temperature or 0.0
+    params = sampling_params(
+        prompt,
+        max_tokens=MAX_TOKENS,
+        temperature=0.0 if temperature <= GREEDY_AT_OR_BELOW else temperature,
+        top_p=1.0,
+        seed=body.seed,
+        stop=[],
+        stop_mode=body.stop_mode,
+    )
+    return Job(
+        request_id=f"cmpl-{uuid.uuid4()}",
+        prompt=prompt,
+        params=params,
+        session_id=session_header or body.user,
+        drop_overlap=body.stop_mode != "none",
+    )
+
+
+def response(
+    body: TabbyCompletionRequest, job: Job, completion: Completion, serving: Serving
+) -> TabbyCompletionResponse:
+    debug = None
+    if body.debug_options and body.debug_options.return_prompt:
+        prompt_text = serving.engine.tokenizer.decode(
+            job.prompt.token_ids, skip_special_tokens=False
+        )
+        debug = TabbyDebugData(prompt=prompt_text)
+    return TabbyCompletionResponse(
+        id=job.request_id,
+        choices=[TabbyChoice(index=0, text=completion.text)],
+        debug_data=debug,
+    )

@@ -1,0 +1,26 @@
+"""POST /infill: llama.cpp's fill-in-the-middle endpoint."""
+
+from fastapi import APIRouter, Request
+
+from service.api.dependencies import ServingDep, SessionDep
+from service.api.dialects import llama_cpp
+from service.api.schemas import InfillRequest, InfillResponse
+from service.api.streaming import sse_response
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post("/infill", response_model=InfillResponse)
+async def infill(body: InfillRequest, request: Request, serving: ServingDep, session: SessionDep):
+    job = llama_cpp.job(body, serving, session)
+    timeout = llama_cpp.timeout_s(body, serving)
+    if not body.stream:
+        (completion,) = await serving.runner.complete(request, [job], timeout)
+        return llama_cpp.response(completion, serving)
+    streams = serving.runner.start([job])
+
+    async def chunks():
+        async for delta in serving.runner.stream([job], streams, timeout):
+            yield llama_cpp.chunk(delta)
+
+    return sse_response(chunks(), done_marker=False)

@@ -1,0 +1,245 @@
+"""Request and response bodies of the three dialects: Tabby, OpenAI legacy completions, llama.cpp.
+
+Requests are validated strictly (a string where a number belongs is an error, not a guess);
+limits that depend on the server's settings (max_tokens, n) are checked in the routes.
+"""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.semantic.stopping import StopMode
+
+SEED = Field(None, ge=0, lt=2**63)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="ignore")
+
+
+# -- Tabby (POST /v1/completions with `segments`) ------------------------------------------------
+
+
+class Declaration(Request):
+    filepath: str
+    body: str
+
+
+class RelevantSnippet(Request):
+    filepath: str
+    body: str
+    score: float | None = None
+
+
+class TabbySegments(Request):
+    prefix: str
+    suffix: str | None = None
+    filepath: str | None = None
+    git_url: str | None = None
+    declarations: list[Declaration] | None = None
+    relevant_snippets_from_changed_files: list[RelevantSnippet] | None = None
+    relevant_snippets_from_recently_opened_files: list[RelevantSnippet] | None = None
+    clipboard: str | None = None
+
+
+class TabbyDebugOptions(Request):
+    raw_prompt: str | None = None  # sent to the model as is, no template, no window
+    return_prompt: bool = False
+    return_snippets: bool = False
+    disable_retrieval_augmented_code_completion: bool = False
+
+
+class TabbyCompletionRequest(Request):
+    language: str | None = None
+    segments: TabbySegments
+    user: str | None = None  # also the editor session: a newer request aborts the older one
+    temperature: float | None = Field(None, ge=0, le=2)
+    seed: int | None = SEED
+    mode: str | None = None
+    debug_options: TabbyDebugOptions | None = None
+    stop_mode: StopMode = "auto"  # our extension; see service/semantic/stopping.py
+
+
+class TabbyChoice(BaseModel):
+    index: int
+    text: str
+
+
+class TabbyDebugData(BaseModel):
+    prompt: str | None = None
+    snippets: list[RelevantSnippet] | None = None
+
+
+class TabbyCompletionResponse(BaseModel):
+    id: str
+    choices: list[TabbyChoice]
+    debug_data: TabbyDebugData | None = None
+
+
+# -- OpenAI legacy completions (POST /v1/completions with `prompt`) ------------------------------
+
+
+class OpenAICompletionRequest(Request):
+    model: str | None = None  # any name is accepted: one model is served
+    prompt: str | list[str]
+    suffix: str | None = None
+    max_tokens: int | None = Field(16, ge=1)
+    temperature: float | None = Field(1.0, ge=0, le=2)
+    top_p: float | None = Field(1.0, gt=0, le=1)
+    n: int = Field(1, ge=1)
+    stream: bool = False
+    logprobs: int | None = None
+    echo: bool = False
+    stop: str | list[str] | None = None
+    presence_penalty: float | None = 0.0
+    frequency_penalty: float | None = 0.0
+    best_of: int | None = None
+    logit_bias: dict[str, float] | None = None
+    seed: int | None = SEED
+    user: str | None = None
+    stop_mode: StopMode = "none"  # our extension: code-aware stopping on request
+
+    @field_validator("prompt")
+    @classmethod
+    def at_least_one_prompt(cls, prompt: str | list[str]) -> str | list[str]:
+        if isinstance(prompt, list) and not prompt:
+            raise ValueError("the prompt list is empty")
+        return prompt
+
+    @field_validator("stop")
+    @classmethod
+    def at_most_four_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return stop
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else self.prompt
+
+    @property
+    def stops(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else self.stop
+
+    def unsupported(self) -> str | None:
+        """Why the request asks for something this server does not do, if it does."""
+        if self.logprobs:
+            return "logprobs is not supported; leave it out or send null"
+        if self.echo:
+            return "echo is not supported; leave it out or send false"
+        if self.best_of not in (None, self.n):
+            return "best_of other than n is not supported"
+        if self.logit_bias:
+            return "logit_bias is not supported; leave it out or send {}"
+        if self.presence_penalty or self.frequency_penalty:
+            return "presence_penalty and frequency_penalty are not supported; send 0"
+        return None
+
+
+class OpenAIChoice(BaseModel):
+    text: str
+    index: int
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class OpenAICompletionResponse(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[OpenAIChoice]
+    usage: Usage | None = None
+
+
+# -- llama.cpp (POST /infill) --------------------------------------------------------------------
+
+
+class InfillExtra(Request):
+    filename: str
+    text: str
+
+
+class InfillRequest(Request):
+    input_prefix: str = ""
+    input_suffix: str = ""
+    input_extra: list[InfillExtra] = []
+    prompt: str = ""  # llama.cpp: text after the middle sentinel, i.e. the start of the middle
+    n_predict: int = Field(-1, ge=-1)  # -1: the server's default
+    n_indent: int = Field(0, ge=0)  # stop at a line indented less than this
+    t_max_predict_ms: int = Field(0, ge=0)  # stop generating once this much time has passed
+    stop: list[str] = []
+    cache_prompt: bool = True  # always on: the engine reuses every cached prefix
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = Field(None, ge=-1, lt=2**63)  # -1: random, as in llama.cpp
+    stream: bool = False
+    stop_mode: StopMode = "auto"
+
+
+class InfillTimings(BaseModel):
+    prompt_n: int
+    prompt_ms: float
+    predicted_n: int
+    predicted_ms: float
+
+
+class InfillResponse(BaseModel):
+    content: str
+    stop: bool = True
+    stop_type: Literal["eos", "limit", "word", "none"]
+    model: str
+    tokens_cached: int
+    tokens_evaluated: int
+    tokens_predicted: int
+    timings: InfillTimings
+
+
+# -- the rest of the Tabby API -------------------------------------------------------------------
+
+
+class LogEventRequest(Request):
+    type: Literal["view", "select", "dismiss"]
+    completion_id: str
+    choice_index: int = Field(ge=0)
+    view_id: str | None = None
+    elapsed: int | None = None
+    select_kind: Literal["line"] | None = None
+
+
+class Version(BaseModel):
+    build_date: str
+    build_timestamp: str
+    git_sha: str
+    git_describe: str
+
+
+class HealthState(BaseModel):
+    model: str
+    chat_model: str | None = None
+    device: str
+    arch: str
+    cpu_info: str
+    cpu_count: int
+    cuda_devices: list[str]
+    version: Version
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "self-hosted"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

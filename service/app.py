@@ -1,0 +1,107 @@
+"""The FastAPI application: `create_app(settings)`; the lifespan starts and stops the engine."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from service.api import completions, events, health, infill, metrics, models
+from service.api.body_limit import BodySizeLimit
+from service.api.completion_runner import CompletionRunner
+from service.api.dependencies import Serving
+from service.api.errors import install_error_handlers
+from service.cache import make_suggestion_cache
+from service.cache.keys import model_revision
+from service.engine import AsyncEngine, EngineConfig
+from service.middleware.auth import TokenAuth, require_tenant
+from service.middleware.rate_limit import RateLimiter, enforce_rate_limit
+from service.middleware.request_id import RequestContextMiddleware
+from service.middleware.request_scrubbing import ScrubRequestBody
+from service.middleware.sensitive_files import SensitiveFiles
+from service.prompt.builder import PromptBuilder
+from service.prompt.window import Budget
+from service.settings import Settings
+
+ROUTERS = [
+    completions.router,
+    infill.router,
+    models.router,
+    health.router,
+    events.router,
+    metrics.router,
+]
+
+
+def start_serving(settings: Settings) -> Serving:
+    device = settings.resolved_device
+    engine = AsyncEngine(
+        EngineConfig(
+            model_path=settings.model,
+            device=device,
+            dtype=settings.resolved_dtype,
+            kv_cache_mb=settings.kv_cache_mb,
+            max_num_seqs=settings.max_num_seqs,
+            max_waiting=settings.max_waiting,
+            num_threads=settings.num_threads,
+        )
+    )
+    budget = Budget(settings.prefix_tokens, settings.suffix_tokens, settings.snippet_tokens)
+    builder = PromptBuilder(engine.tokenizer, budget, context_tokens=engine.max_positions)
+    return Serving(
+        settings=settings,
+        model_id=settings.model.resolve().name,
+        device=device,
+        engine=engine,
+        builder=builder,
+        runner=CompletionRunner(
+            engine,
+            make_suggestion_cache(
+                settings.redis_url, settings.cache_ttl_s, settings.cache_max_entries
+            ),
+            model=f"{settings.model.resolve().name}@{model_revision(settings.model)}",
+        ),
+        special_token_ids=frozenset(
+            i for i, token in engine.tokenizer.get_added_tokens_decoder().items() if token.special
+        ),
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    app.state.serving = start_serving(app.state.settings)
+    try:
+        yield
+    finally:
+        app.state.serving.engine.shutdown()
+        await app.state.serving.runner.cache.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="completion-service",
+        description="Low-latency code completion: Tabby, OpenAI and llama.cpp dialects.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.auth = (
+        TokenAuth.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
+    )
+    app.state.public_paths = frozenset(p for p in settings.public_paths.split(",") if p)
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        if settings.rate_limit_per_s > 0
+        else None
+    )
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(
+            router, dependencies=[Depends(require_tenant), Depends(enforce_rate_limit)]
+        )
+    # Outermost last: latency covers everything, including refusals of oversized bodies.
+    # Secrets are scrubbed right after the size limit, before routing and handlers.
+    sensitive = SensitiveFiles(tuple(g for g in settings.sensitive_files.split(",") if g))
+    app.add_middleware(ScrubRequestBody, sensitive_files=sensitive)
+    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(metrics.HttpLatency)
+    app.add_middleware(RequestContextMiddleware)
+    return app

@@ -1,0 +1,60 @@
+"""The command line: flags, their environment variables, and the missing-checkpoint message."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.__main__ import build_parser
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def settings_from(argv: list[str]) -> Settings:
+    args = vars(build_parser().parse_args(["serve", *argv]))
+    args.pop("command")
+    return Settings(**args)
+
+
+def test_flags_and_environment_variables(monkeypatch):
+    monkeypatch.setenv("SERVICE_PORT", "9100")
+    monkeypatch.setenv("SERVICE_REDIS_URL", "redis://cache:6379/0")
+    monkeypatch.setenv("SERVICE_MAX_BODY_BYTES", "2048")
+    settings = settings_from(["--port", "9200", "--device", "cpu", "--model", "/models/x"])
+    assert settings.port == 9200  # the flag wins over the variable
+    assert settings.redis_url == "redis://cache:6379/0"
+    assert settings.max_body_bytes == 2048
+    assert settings.device == "cpu" and settings.model == Path("/models/x")
+    assert settings.auth_tokens_file is None and settings.num_threads is None
+
+
+def test_bad_environment_value_is_an_error(monkeypatch):
+    monkeypatch.setenv("SERVICE_DEVICE", "gpu")
+    with pytest.raises(SystemExit):
+        build_parser()
+
+
+def test_help_names_every_flag_and_its_variable():
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for flag in ("--host", "--port", "--model", "--device", "--redis-url", "--auth-tokens-file"):
+        assert flag in result.stdout
+    assert "SERVICE_AUTH_TOKENS_FILE" in result.stdout
+
+
+def test_missing_checkpoint_says_what_to_do(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--model", str(tmp_path / "nothing")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "no config.json" in result.stderr and "Hugging Face" in result.stderr

@@ -1,0 +1,76 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from service.models.loader import load_model
+from tests.test_training_train import write_config
+from tests.training_helpers import python_sources, write_shards
+from training.config import load_config
+from training.export import export
+from training.train import build_model, read_meta, train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    sources = python_sources()
+    write_shards(out, sources[1:], sources[:1])
+    return out
+
+
+@pytest.mark.parametrize("shared", ["null", "1"])
+def test_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir, shared):
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        [f"model.n_shared_blocks={shared}", "model.n_layer=3", f"export.out_dir={tmp_path / 'hf'}"],
+    )
+    cfg.curriculum = {"causal": cfg.curriculum["random_fim"]}
+    train(cfg)
+    out = export(cfg)
+
+    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+    ours = build_model(cfg, read_meta(data_dir)).eval()
+    ours.load_state_dict(ckpt["model"])
+    hf = AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = torch.randint(
+        0, hf.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.no_grad():
+        expected = ours.compute_logits(ours(ids))
+        torch.testing.assert_close(hf(ids).logits, expected, atol=1e-4, rtol=1e-4)
+        served = load_model(out).eval()
+        torch.testing.assert_close(
+            served.compute_logits(served(ids)), expected, atol=1e-5, rtol=1e-5
+        )
+    assert hf.config.scale_attn_by_inverse_layer_idx and hf.config.reorder_and_upcast_attn
+    assert hf.config.n_ctx == hf.config.n_positions == 64
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    fim = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<fim_pad>", "<|endoftext|>"]
+    assert all(len(tokenizer.encode(t, add_special_tokens=False)) == 1 for t in fim)
+    assert (
+        tokenizer.decode(tokenizer.encode("def f(x):\n    return x\n"))
+        == "def f(x):\n    return x\n"
+    )
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    card = (out / "README.md").read_text()
+    assert "## Data" in card and "## Compute" in card and "## Evaluation" in card
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["tokens"] == 4 * 4 * 32
+
+
+def test_export_refuses_a_checkpoint_over_the_size_budget(tmp_path, data_dir):
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        [
+            "export.max_megabytes=0.01",
+            f"export.out_dir={tmp_path / 'hf'}",
+            "train.checkpoint_every_steps=1",
+        ],
+    )
+    train(cfg, until_step=1)
+    with pytest.raises(ValueError, match="max_megabytes"):
+        export(cfg)

@@ -1,0 +1,34 @@
+"""`python -m training <stage>`: each stage module registers its own subcommand."""
+
+import argparse
+
+from training.cli import (
+    add_evaluate_parser,
+    add_export_parser,
+    add_pipeline_parser,
+    add_sweep_parser,
+    add_train_parser,
+)
+from training.data.cli import add_pack_parser, add_prepare_parser, add_tokenizer_parser
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m training")
+    subparsers = parser.add_subparsers(dest="stage", required=True)
+    for add_parser in (
+        add_prepare_parser,
+        add_tokenizer_parser,
+        add_pack_parser,
+        add_train_parser,
+        add_export_parser,
+        add_evaluate_parser,
+        add_pipeline_parser,
+        add_sweep_parser,
+    ):
+        add_parser(subparsers)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

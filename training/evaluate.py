@@ -1,0 +1,63 @@
+"""`python -m training evaluate`: the numbers of a model directory's evaluation table.
+
+- validation loss, perplexity and next-token accuracy on the held-out repositories (val.bin);
+- line completion on held-out files through the server's prompt builder and engine;
+- HumanEval pass@1 / pass@10, candidates run in the sandbox.
+
+Results go to MODEL_DIR/eval_results.json and into the model card.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from service.models.loader import load_model
+from training.completer import Completer
+from training.config import RunConfig
+from training.export import EVAL_RESULTS, TRAINING_SUMMARY, write_model_card
+from training.humaneval import evaluate_humaneval
+from training.line_completion import evaluate_line_completion, held_out_files
+from training.sandbox import Limits
+from training.train import read_meta, read_tokens
+from training.validation import val_metrics, val_windows
+
+
+def evaluate(cfg: RunConfig, model_dir: str | None = None) -> dict[str, float]:
+    e = cfg.evaluate
+    path = Path(model_dir or e.model_dir)
+    meta = read_meta(cfg.data.out)
+    val = read_tokens(cfg.data.out / "val.bin", meta["dtype"])
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+
+    model = load_model(path)
+    block = min(cfg.train.block_size, model.max_positions)
+    results = val_metrics(
+        model, val_windows(val, block, e.val_tokens // block), e.batch_size, torch.device("cpu")
+    )
+    del model
+
+    lc = e.line_completion
+    suffix_tokens = lc.max_prompt_tokens // 3
+    completer = Completer(
+        path, lc.max_prompt_tokens - suffix_tokens, suffix_tokens, cfg.train.num_threads
+    )
+    files = held_out_files(
+        val, Tokenizer.from_file(str(path / "tokenizer.json")), meta["eot_id"], lc.files
+    )
+    results |= evaluate_line_completion(
+        completer, files, lc.examples_per_file, lc.multi_line, lc.max_new_tokens
+    )
+    h = e.humaneval
+    if h.enabled:
+        limits = Limits(timeout_s=h.timeout_s, memory_mb=h.memory_mb)
+        results |= evaluate_humaneval(
+            completer, h.problems, h.samples, h.temperature, h.max_new_tokens, limits
+        )
+
+    (path / EVAL_RESULTS).write_text(json.dumps(results, indent=2))
+    if (path / TRAINING_SUMMARY).exists():
+        write_model_card(path, cfg)
+    return results

@@ -1,0 +1,152 @@
+"""`python -m training export`: a training checkpoint -> a Hugging Face model directory.
+
+The directory is what the server and `transformers.AutoModelForCausalLM` load (docs/CONTRACTS.md):
+config.json, model.safetensors, tokenizer.json (+ tokenizer_config.json, special_tokens_map.json),
+generation_config.json, and README.md, the model card: data, filter report, compute, evaluation.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+from training.config import RunConfig
+from training.data.report import STAGES
+from training.tokenizer import EOT, FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX
+from training.train import build_model, read_meta
+
+EVAL_RESULTS = "eval_results.json"
+TRAINING_SUMMARY = "training_summary.json"
+
+
+def save_tokenizer(tokenizer_file: Path, out: Path, max_length: int) -> None:
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_file),
+        model_max_length=max_length,
+        bos_token=EOT,
+        eos_token=EOT,
+        unk_token=EOT,
+        pad_token=FIM_PAD,
+        additional_special_tokens=[FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, FILE_SEP],
+    )
+    tokenizer.save_pretrained(out)
+
+
+def training_summary(ckpt: dict, n_params: int) -> dict:
+    t = ckpt["config"]["train"]
+    return {
+        "steps": ckpt["step"],
+        "tokens": ckpt["tokens"],
+        "train_hours": round(ckpt["elapsed_s"] / 3600, 3),
+        "device": ckpt["device"],
+        "processes": ckpt["world_size"],
+        "threads_per_process": t["num_threads"] or torch.get_num_threads(),
+        "tokens_per_step": t["batch_size"] * t["block_size"] * t["grad_accum"] * ckpt["world_size"],
+        "parameters": n_params,
+        "model": ckpt["config"]["model"],
+        "curriculum": ckpt["config"]["curriculum"],
+    }
+
+
+def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
+    """Export `train.out_dir/ckpt.pt` to `out_dir` (default `export.out_dir`)."""
+    out = Path(out_dir or cfg.export.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = torch.load(Path(cfg.train.out_dir) / "ckpt.pt", map_location="cpu", weights_only=False)
+    meta = read_meta(cfg.data.out)
+    model = build_model(cfg, meta)
+    model.load_state_dict(ckpt["model"])
+    model.config.architectures = ["GPT2LMHeadModel"]
+    model.config.save_pretrained(out)
+    state_dict = model.to_hf_state_dict()
+    del state_dict["lm_head.weight"]  # tied to wte (tie_word_embeddings): loaders re-tie it
+    save_file(state_dict, out / "model.safetensors", metadata={"format": "pt"})
+    save_tokenizer(cfg.data.out / "tokenizer.json", out, model.max_positions)
+    GenerationConfig(
+        max_new_tokens=64,
+        do_sample=False,
+        bos_token_id=meta["eot_id"],
+        eos_token_id=meta["eot_id"],
+        pad_token_id=meta["eot_id"],
+    ).save_pretrained(out)
+    n_params = sum(p.numel() for p in model.parameters())
+    (out / TRAINING_SUMMARY).write_text(json.dumps(training_summary(ckpt, n_params), indent=2))
+    curve = Path(cfg.train.out_dir) / "learning_curve.png"
+    if curve.exists():
+        shutil.copy(curve, out / "learning_curve.png")
+    write_model_card(out, cfg)
+    megabytes = (out / "model.safetensors").stat().st_size / 1e6
+    if megabytes > cfg.export.max_megabytes:
+        raise ValueError(f"model.safetensors is {megabytes:.1f} MB > export.max_megabytes")
+    return out
+
+
+def filter_report(data_dir: Path) -> str:
+    """prepare's report.json as a table: what each CodeParrot filter removed."""
+    path = data_dir / "report.json"
+    if not path.exists():
+        return "(no report.json: the corpus was packed without `prepare`)"
+    report = json.loads(path.read_text())
+    files, nbytes = report["files_in"], report["bytes_in"]
+    rows = ["| stage | files left | files dropped | MB left |", "| --- | --- | --- | --- |"]
+    rows.append(f"| input | {files:,} | | {nbytes / 1e6:.1f} |")
+    for stage in STAGES:
+        dropped_files, dropped_bytes = report["dropped"][stage]
+        files, nbytes = files - dropped_files, nbytes - dropped_bytes
+        rows.append(f"| {stage} | {files:,} | {dropped_files:,} | {nbytes / 1e6:.1f} |")
+    return "\n".join(rows)
+
+
+def eval_table(results: dict) -> str:
+    rows = ["| metric | value |", "| --- | --- |"]
+    rows += [
+        f"| {name} | {value:.4g} |"
+        for name, value in results.items()
+        if isinstance(value, float | int)
+    ]
+    return "\n".join(rows)
+
+
+def write_model_card(out: Path, cfg: RunConfig) -> None:
+    summary = json.loads((out / TRAINING_SUMMARY).read_text())
+    meta = read_meta(cfg.data.out)
+    results_path = out / EVAL_RESULTS
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    m = summary["model"]
+    tied = f", {m['n_shared_blocks']} shared block(s)" if m["n_shared_blocks"] else ""
+    card = f"""# {out.name}: a small Python code-completion model
+
+A GPT-2 decoder ({m["n_layer"]} layers × {m["n_embd"]}, {m["n_head"]} heads{tied}, context
+{m["n_positions"]}, vocabulary {meta["vocab_size"]}, {summary["parameters"] / 1e6:.2f}M parameters),
+trained with this repository's CodeParrot-style pipeline (`python -m training pipeline`) with
+fill-in-the-middle (StarCoder sentinels `<fim_prefix>`, `<fim_suffix>`, `<fim_middle>`).
+Served by `make serve`; loads in `transformers.AutoModelForCausalLM`.
+
+## Data
+
+Offline corpus: {meta["n_tokens"]["train"]:,} training tokens, {meta["n_tokens"]["val"]:,} validation
+tokens from {len(meta["val_repos"])} held-out repositories. What the filters removed:
+
+{filter_report(cfg.data.out)}
+
+## Compute
+
+{summary["steps"]:,} steps, {summary["tokens"]:,} tokens ({summary["tokens_per_step"]:,} a step), {summary["train_hours"]} hours
+on {summary["device"]} ({summary["processes"]} process(es) × {summary["threads_per_process"]} thread(s)).
+Curriculum: {", ".join(f"{name} ({phase['steps']} steps)" for name, phase in summary["curriculum"].items())}.
+
+![learning curve](learning_curve.png)
+
+## Evaluation (`python -m training evaluate`)
+
+{eval_table(results) if results else "(not evaluated yet)"}
+
+## Limitations
+
+A model this small, trained on this few tokens, completes common idioms and names from context;
+it does not write correct programs. Use it to try the service, not to judge completion quality.
+"""
+    (out / "README.md").write_text(card)

@@ -1,0 +1,95 @@
+"""Line completion on held-out files (CodeXGLUE / CrossCodeEval style): the model completes a
+line, or the next few lines, from the code before the cursor, with and without the code after
+it (FIM). Scores: exact match on whitespace-split tokens and edit similarity (`fuzz.ratio`)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+from rapidfuzz import fuzz
+
+from service.engine.sampling_params import SamplingParams
+from training.completer import Completer, Request
+
+
+@dataclass(frozen=True)
+class Example:
+    prefix: str  # the file up to the cursor, which sits after the line's indentation
+    target: str  # the rest of the line, or of `lines` lines
+    suffix: str  # the file after the target
+    lines: int
+
+
+def held_out_files(val_tokens: np.ndarray, tokenizer, eot_id: int, count: int) -> list[str]:
+    """The first `count` complete documents of the held-out token stream."""
+    ends = np.flatnonzero(np.asarray(val_tokens) == eot_id)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    docs = (tokenizer.decode(val_tokens[s:e].tolist()) for s, e in zip(starts, ends, strict=True))
+    return [doc for doc, _ in zip(docs, range(count), strict=False)]
+
+
+def make_examples(text: str, lines: int, count: int, rng: np.random.Generator) -> list[Example]:
+    """Cursors at the start of code lines (not blank, not comments), after some context."""
+    rows = text.split("\n")
+    candidates = [
+        i
+        for i, row in enumerate(rows[:-lines])
+        if i >= 3 and len(row.strip()) >= 4 and not row.strip().startswith("#")
+    ]
+    examples = []
+    for i in rng.permutation(candidates)[:count].tolist():
+        indent = rows[i][: len(rows[i]) - len(rows[i].lstrip())]
+        prefix = "\n".join(rows[:i] + [indent])
+        target = "\n".join(rows[i : i + lines])[len(indent) :]
+        suffix = "\n" + "\n".join(rows[i + lines :])
+        examples.append(Example(prefix, target, suffix, lines))
+    return examples
+
+
+def cut_after_lines(lines: int):
+    def rule(text: str) -> int | None:
+        ends = [i for i, c in enumerate(text) if c == "\n"]
+        return ends[lines - 1] if len(ends) >= lines else None
+
+    return rule
+
+
+def scores(predictions: list[str], targets: list[str]) -> dict[str, float]:
+    exact = [p.split() == t.split() for p, t in zip(predictions, targets, strict=True)]
+    similarity = [
+        fuzz.ratio(p.strip(), t.strip()) for p, t in zip(predictions, targets, strict=True)
+    ]
+    return {
+        "exact_match": 100 * float(np.mean(exact)),
+        "edit_similarity": float(np.mean(similarity)),
+    }
+
+
+def evaluate_line_completion(
+    completer: Completer,
+    files: list[str],
+    examples_per_file: int,
+    multi_line: int,
+    max_new_tokens: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """exact_match / edit_similarity for {single, multi}-line × {with, without} suffix."""
+    results = {}
+    for lines in (1, multi_line):
+        rng = np.random.default_rng(seed)
+        examples = [e for text in files for e in make_examples(text, lines, examples_per_file, rng)]
+        targets = [e.target for e in examples]
+        for with_suffix in (False, True):
+            requests = [
+                Request(
+                    e.prefix,
+                    e.suffix if with_suffix else "",
+                    SamplingParams(max_tokens=max_new_tokens, stop_rule=cut_after_lines(lines)),
+                )
+                for e in examples
+            ]
+            name = f"{'single' if lines == 1 else f'{lines}_lines'}_{'fim' if with_suffix else 'prefix'}"
+            predictions = completer.complete(requests, desc=name)
+            for metric, value in scores(predictions, targets).items():
+                results[f"line_{name}_{metric}"] = value
+        results[f"line_{'single' if lines == 1 else f'{lines}_lines'}_examples"] = len(examples)
+    return results
