@@ -76,3 +76,17 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         hf = AutoModelForCausalLM.from_pretrained(model_dir).eval()(ids).logits
         ours = load_model(model_dir)
         torch.testing.assert_close(ours.compute_logits(ours(ids)), hf, atol=1e-4, rtol=1e-4)
+
+
+def test_until_pack_runs_the_data_stages_alone(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in codeparrot_records(("json",))))
+    command = [sys.executable, "-m", "training", "pipeline", "--until", "pack"]
+    command += ["--config", "training/configs/tiny.yaml"]
+    command += ["--set", f"source.data_files=['{corpus}']", "--set", f"out_dir={tmp_path / 'data'}"]
+    command += ["--set", f"train.out_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300)
+    produced = {p.name for p in (tmp_path / "data").iterdir()}
+    assert {"train.bin", "val.bin", "meta.json", "tokenizer.json", "report.json"} <= produced
+    assert not (tmp_path / "run").exists()  # no training started
