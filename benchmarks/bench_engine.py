@@ -32,7 +32,7 @@ from pathlib import Path
 
 import httpx
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from tqdm import tqdm
 from transformers import (
     AutoModelForCausalLM,
@@ -46,6 +46,8 @@ from benchmarks import llama_cpp
 from service.prompt.builder import CompletionInput, PromptBuilder
 from service.prompt.window import Budget
 from service.settings import Settings
+from training.data.config import TokenizerConfig
+from training.tokenizer import EOT, build_bpe, save_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -56,8 +58,6 @@ RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 NEW_TOKENS = 24
 CONTEXT_TOKENS = 960  # the prefix; the server's default window keeps up to 1024
 SLOT_CONTEXT = 1280  # llama-server context per slot: prompt, keystrokes and new tokens
-EOT = "<|endoftext|>"
-FIM_TOKENS = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>"]
 # ≈15M parameters: 12 layers of width 256 and an 8192-token vocabulary, untied head.
 MODEL = dict(
     hidden_size=256,
@@ -84,35 +84,15 @@ def stdlib_files() -> list[Path]:
     )
 
 
-def train_tokenizer(text: str) -> Tokenizer:
-    """A byte-level BPE like tests/tiny_checkpoints.py's, with a realistic vocabulary size."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        special_tokens=[EOT, *FIM_TOKENS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([text], trainer=trainer)
-    return tokenizer
-
-
 def build_checkpoint(out_dir: Path) -> Path:
     if (out_dir / "model.safetensors").exists():
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     # Train on the smaller half of the standard library; the contexts come from its larger files.
     text = "\n".join(p.read_text(errors="replace") for p in stdlib_files()[::2])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(text[:3_000_000]),
-        bos_token=EOT,
-        eos_token=EOT,
-        unk_token=EOT,
-        additional_special_tokens=FIM_TOKENS,
-    )
-    tokenizer.save_pretrained(out_dir)
+    bpe = build_bpe(iter([text[:3_000_000]]), TokenizerConfig(VOCAB_SIZE, min_frequency=0))
+    save_pretrained(bpe, out_dir, model_max_length=MODEL["max_position_embeddings"])
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
     eot = tokenizer.convert_tokens_to_ids(EOT)
     config = LlamaConfig(**MODEL, vocab_size=len(tokenizer), bos_token_id=eot, eos_token_id=eot)
     torch.manual_seed(0)

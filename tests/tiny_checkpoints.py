@@ -13,11 +13,10 @@ whose pre-tokenizer splits differently from tokenizer.json; `tokenizers.Tokenize
 
 import functools
 import inspect
-import json
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from transformers import (
     AutoModelForCausalLM,
     GPT2Config,
@@ -28,9 +27,9 @@ from transformers import (
     Qwen2Config,
 )
 
-EOT = "<|endoftext|>"
-FIM_TOKENS = ["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<file_sep>"]
-SPECIAL_TOKENS = [EOT, *FIM_TOKENS]
+from training.data.config import TokenizerConfig
+from training.tokenizer import EOT, build_bpe, save_pretrained
+
 BPE_VOCAB_SIZE = 1024
 
 # The families the tests cover; values are (config class, config keyword arguments).
@@ -82,33 +81,13 @@ def training_text(max_chars: int = 30000) -> str:
 
 @functools.cache
 def train_tokenizer() -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator([training_text()], trainer=trainer)
-    return tokenizer
+    return build_bpe(iter([training_text()]), TokenizerConfig(BPE_VOCAB_SIZE, min_frequency=0))
 
 
 def save_tokenizer(out_dir: Path) -> PreTrainedTokenizerFast:
-    """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json to out_dir."""
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(),
-        bos_token=EOT,
-        eos_token=EOT,
-        unk_token=EOT,
-        additional_special_tokens=FIM_TOKENS,
-    )
-    tokenizer.save_pretrained(out_dir)
-    special = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
-    special["additional_special_tokens"] = FIM_TOKENS
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    return tokenizer
+    """Write the tokenizer files as `python -m training tokenizer` does; return it loaded."""
+    save_pretrained(train_tokenizer(), out_dir, model_max_length=2048)
+    return PreTrainedTokenizerFast.from_pretrained(out_dir)
 
 
 def tiny_config(family: str, vocab_size: int, eot_id: int, **overrides) -> PretrainedConfig:

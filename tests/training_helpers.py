@@ -6,16 +6,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 
-SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<fim_prefix>",
-    "<fim_middle>",
-    "<fim_suffix>",
-    "<fim_pad>",
-    "<file_sep>",
-]
+from training.data.config import TokenizerConfig
+from training.tokenizer import build_bpe
 
 
 def python_sources() -> list[str]:
@@ -31,16 +25,7 @@ def python_sources() -> list[str]:
 
 
 def make_tokenizer(texts: list[str], vocab_size: int = 512) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    return tokenizer
+    return build_bpe(iter(texts), TokenizerConfig(vocab_size, min_frequency=0))
 
 
 def write_shards(

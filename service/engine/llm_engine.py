@@ -99,8 +99,7 @@ class LLMEngine:
         beam_rows = [i for i, seq in enumerate(completed) if seq.params.beam_search]
         rows = [i for i, seq in enumerate(completed) if not seq.params.beam_search]
         sampled = [completed[i] for i in rows]
-        raw = [self.outputs.raw_text(seq) for seq in sampled]
-        tokens = self.sampler(logits[rows].cpu(), sampled, raw)  # sampling runs on the CPU
+        tokens = self.sampler(logits[rows].cpu(), sampled)  # sampling runs on the CPU
         for seq, token_id in zip(sampled, tokens, strict=True):
             self._on_token(seq, token_id)
         beams = [completed[i] for i in beam_rows]

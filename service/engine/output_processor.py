@@ -43,7 +43,7 @@ class OutputProcessor:
         """Add the token; return the finish reason if the sequence is now done."""
         seq.token_ids.append(token_id)
         params = seq.params
-        text = self.raw_text(seq)
+        text = seq.raw_text = self.raw_text(seq)
         forced = params.forced_prefix
         if text.startswith(forced):
             text = text[len(forced) :]

@@ -10,15 +10,17 @@ class Sampler:
     def __init__(self, forced_prefix_index: ForcedPrefixIndex):
         self.forced_prefix_index = forced_prefix_index
 
-    def __call__(
-        self, logits: torch.Tensor, seqs: list[Sequence], generated: list[str]
-    ) -> list[int]:
-        """logits: [len(seqs), vocab]; generated: each sequence's raw output text so far."""
+    def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+        """logits: [len(seqs), vocab]; one next token per sequence."""
+        argmax = logits.argmax(dim=-1).tolist()  # one call serves every plain greedy row
         tokens = []
-        for row, seq, text in zip(logits, seqs, generated, strict=True):
-            remaining = remaining_prefix(seq.params.forced_prefix, text)
+        for row, seq, best in zip(logits, seqs, argmax, strict=True):
+            remaining = remaining_prefix(seq.params.forced_prefix, seq.raw_text)
             if remaining:
                 row = self.forced_prefix_index.mask_logits(row, remaining)
+            elif seq.params.greedy:
+                tokens.append(best)
+                continue
             tokens.append(self._sample_row(row, seq))
         return tokens
 

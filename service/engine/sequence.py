@@ -27,6 +27,7 @@ class Sequence:
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of its full blocks
     status: Status = Status.WAITING
     finish_reason: str | None = None  # "stop", "length" or "abort"
+    raw_text: str = ""  # the output tokens decoded, as the model spelled them
     text: str = ""  # generated text, forced prefix removed, stops applied
     arrival_time: float = field(default_factory=time.perf_counter)
     first_token_time: float | None = None
