@@ -82,7 +82,7 @@ def mixed_load(targets, tokenizer, rng: random.Random, num_steps: int = 40):
 
 
 def measure(
-    checkpoint: Path, trials: int, seed: int, threads: int, dtype: str
+    checkpoint: Path, trials: int, seed: int, threads: int, dtype: str, device: str
 ) -> dict[str, tuple[int, int]]:
     tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
     rng = random.Random(seed)
@@ -97,6 +97,7 @@ def measure(
             max_num_batched_tokens=budget,
             num_threads=threads,
             dtype=dtype,
+            device=device,
         )
         return LLMEngine(config)
 
@@ -130,16 +131,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     kernels = os.environ.get("KERNELS", "auto")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for family in tqdm(args.families, desc="families"):
             checkpoint = build_checkpoint(Path(tmp) / family, family, n_positions=512)
-            shares = measure(checkpoint, args.trials, args.seed, args.threads, args.dtype)
+            shares = measure(
+                checkpoint, args.trials, args.seed, args.threads, args.dtype, args.device
+            )
             for kind, (same, total) in shares.items():
                 cells = [
                     family,
+                    args.device,
                     args.dtype,
                     kernels,
                     kind,
@@ -147,8 +152,8 @@ def main() -> None:
                     f"{same / total:.1%}",
                 ]
                 rows.append("| " + " | ".join(cells) + " |")
-    print("| family | dtype | KERNELS | decoding | identical to solo run | share |")
-    print("|---|---|---|---|---|---|")
+    print("| family | device | dtype | KERNELS | decoding | identical to solo run | share |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

@@ -16,8 +16,8 @@ renormalized step would cost 0), length normalization keeps its meaning, and the
 Ties are broken by the flat index `parent * V + token`: lower parent beam first, then lower token.
 When fewer than 2K tokens are allowed over the whole request, the remaining candidates carry
 score -inf (the caller drops them). Length normalization (`score / length ** alpha`) applies only
-to hypotheses that finish and is the caller's job, as are diversity groups: call the step per
-group, with the penalty already subtracted from that group's logits.
+to hypotheses that finish and is the caller's job, as are diversity groups: the engine calls the
+step per group with penalized log-probs as logits (service/engine/beam_search.py `penalized`).
 
 The Triton version works in two stages so a 50k vocabulary is never sorted or copied:
 stage 1, per (beam, vocab chunk), the chunk's max and sum of exponentials (online softmax
@@ -43,6 +43,15 @@ def unpack_allowed(allowed: torch.Tensor, vocab_size: int) -> torch.Tensor:
     bits = torch.arange(32, device=allowed.device, dtype=torch.int32)
     unpacked = (allowed[:, :, None] >> bits) & 1
     return unpacked.flatten(1)[:, :vocab_size].bool()
+
+
+def pack_allowed(allowed: torch.Tensor) -> torch.Tensor:
+    """bool [R, V] -> bitmask words [R, ceil(V/32)] int32 (the inverse of `unpack_allowed`)."""
+    rows, vocab_size = allowed.shape
+    padded = torch.zeros(rows, -(-vocab_size // 32) * 32, dtype=torch.int64, device=allowed.device)
+    padded[:, :vocab_size] = allowed.long()
+    words = (padded.view(rows, -1, 32) << torch.arange(32, device=allowed.device)).sum(-1)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
 
 
 def _top_lowest_index_first(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

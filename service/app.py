@@ -19,6 +19,7 @@ from service.middleware.request_id import RequestContextMiddleware
 from service.middleware.request_scrubbing import ScrubRequestBody
 from service.middleware.sensitive_files import SensitiveFiles
 from service.prompt.builder import PromptBuilder
+from service.prompt.fim import read_fim_order
 from service.prompt.window import Budget
 from service.settings import Settings
 
@@ -46,7 +47,12 @@ def start_serving(settings: Settings) -> Serving:
         )
     )
     budget = Budget(settings.prefix_tokens, settings.suffix_tokens, settings.snippet_tokens)
-    builder = PromptBuilder(engine.tokenizer, budget, context_tokens=engine.max_positions)
+    builder = PromptBuilder(
+        engine.tokenizer,
+        budget,
+        context_tokens=engine.max_positions,
+        fim_order=read_fim_order(settings.model),
+    )
     return Serving(
         settings=settings,
         model_id=settings.model.resolve().name,

@@ -81,6 +81,9 @@ class Settings:
     )
     max_tokens_limit: int = setting(1024, "largest max_tokens / n_predict a request may ask for")
     max_n: int = setting(8, "largest number of choices (n) a request may ask for")
+    max_num_beams: int = setting(
+        8, "largest beam search a request may ask for (num_beams, or n when n is larger)"
+    )
     request_timeout_s: float = setting(
         30.0, "a generation still running after this many seconds is stopped and returned"
     )

@@ -3,8 +3,9 @@
 A random model's output is noise that no assertion can pin to the server. Here the attention and
 MLP outputs are zeroed, so each position's hidden state is its token's embedding: the model is a
 bigram table. Each script token gets its own embedding axis, and the LM head row of the token
-that follows it points along that axis. After `<fim_middle>` (the last token of every FIM prompt)
-greedy decoding spells the script, then `<|endoftext|>`.
+that follows it points along that axis. After `<fim_middle>` (the last token of every PSM prompt)
+greedy decoding spells the script, then `<|endoftext|>`. Requests that want the script send a
+suffix: without one the prompt is the prefix alone, left to right (service/prompt/fim.py).
 """
 
 from pathlib import Path

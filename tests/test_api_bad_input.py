@@ -127,7 +127,7 @@ def test_oversized_chunked_body_gets_413(client):
 
 
 def test_body_just_under_the_limit_is_served(client):
-    body = json.dumps({"prompt": "x = 1\n" * 500 + "y = a +", "max_tokens": 2})
+    body = json.dumps({"prompt": "x = 1\n" * 500 + "y = a +", "suffix": "\n", "max_tokens": 2})
     assert len(body) < MAX_BODY
     response = post(client, "/v1/completions", body)
     assert response.status_code == 200 and response.json()["choices"][0]["text"] == " b\n"

@@ -71,7 +71,7 @@ def test_tabby_user_field_and_session_header_are_accepted(client):
 
 
 def test_openai_response_shape(client):
-    body = {"model": "any-name", "prompt": PREFIX, "max_tokens": 30}
+    body = {"model": "any-name", "prompt": PREFIX, "suffix": "\n", "max_tokens": 30}
     response = client.post("/v1/completions", json=body).json()
     assert response["object"] == "text_completion" and response["id"].startswith("cmpl-")
     assert response["choices"] == [
@@ -83,7 +83,7 @@ def test_openai_response_shape(client):
 
 
 def test_openai_max_tokens_and_n_and_prompt_lists(client):
-    body = {"prompt": [PREFIX, "x = add(1, 2) +"], "max_tokens": 2, "n": 2}
+    body = {"prompt": [PREFIX, "x = add(1, 2) +"], "suffix": "\n", "max_tokens": 2, "n": 2}
     response = client.post("/v1/completions", json=body).json()
     assert [c["index"] for c in response["choices"]] == [0, 1, 2, 3]
     assert {c["text"] for c in response["choices"]} == {" b\n"}
@@ -91,14 +91,14 @@ def test_openai_max_tokens_and_n_and_prompt_lists(client):
 
 
 def test_openai_stop_string_and_opt_in_code_stopping(client):
-    body = {"prompt": PREFIX, "max_tokens": 30, "stop": ["(add"]}
+    body = {"prompt": PREFIX, "suffix": "\n", "max_tokens": 30, "stop": ["(add"]}
     assert client.post("/v1/completions", json=body).json()["choices"][0]["text"] == " b\nprint"
     body = {"prompt": PREFIX, "suffix": "\n", "max_tokens": 30, "stop_mode": "auto"}
     assert client.post("/v1/completions", json=body).json()["choices"][0]["text"] == " b"
 
 
 def test_openai_stream_is_sse_ending_with_done(client):
-    body = {"prompt": PREFIX, "max_tokens": 30, "stream": True}
+    body = {"prompt": PREFIX, "suffix": "\n", "max_tokens": 30, "stream": True}
     with client.stream("POST", "/v1/completions", json=body) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = [line for line in response.iter_lines() if line]
@@ -110,7 +110,7 @@ def test_openai_stream_is_sse_ending_with_done(client):
 
 
 def test_copilot_alias(client):
-    body = {"prompt": PREFIX, "max_tokens": 30}
+    body = {"prompt": PREFIX, "suffix": "\n", "max_tokens": 30}
     response = client.post("/v1/engines/codegen/completions", json=body)
     assert response.json()["choices"][0]["text"] == SCRIPT
 
@@ -128,7 +128,7 @@ def test_infill(client):
 
 
 def test_infill_stream(client):
-    body = {"input_prefix": PREFIX, "stop_mode": "none", "stream": True}
+    body = {"input_prefix": PREFIX, "input_suffix": "\n", "stop_mode": "none", "stream": True}
     with client.stream("POST", "/infill", json=body) as response:
         chunks = [json.loads(line[6:]) for line in response.iter_lines() if line]
     assert "".join(c["content"] for c in chunks) == SCRIPT and chunks[-1]["stop"] is True

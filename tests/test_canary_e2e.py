@@ -217,7 +217,7 @@ def test_a_suggestion_that_is_a_secret_is_redacted(tmp_path):
             assert response.status_code == 200
             text = response.json()["choices"][0]["text"]
             assert leaked not in text and "<SECRET_1>" in text
-        openai = {"prompt": PREFIX, "max_tokens": 40, "stream": True}
+        openai = {"prompt": PREFIX, "suffix": "\n", "max_tokens": 40, "stream": True}
         events = httpx.post(f"{url}/v1/completions", json=openai, timeout=30).text.split("\n\n")
         assert events[-2] == "data: [DONE]"
         chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]

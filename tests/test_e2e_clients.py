@@ -38,7 +38,7 @@ def client(base_url):
 
 def test_openai_client_completion(client):
     completion = client.completions.create(
-        model="gpt-3.5-turbo-instruct", prompt=PREFIX, max_tokens=30
+        model="gpt-3.5-turbo-instruct", prompt=PREFIX, suffix="\n", max_tokens=30
     )
     assert completion.choices[0].text == SCRIPT
     assert completion.choices[0].finish_reason == "stop"
@@ -46,7 +46,9 @@ def test_openai_client_completion(client):
 
 
 def test_openai_client_streaming(client):
-    stream = client.completions.create(model="any", prompt=PREFIX, max_tokens=30, stream=True)
+    stream = client.completions.create(
+        model="any", prompt=PREFIX, suffix="\n", max_tokens=30, stream=True
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks) == SCRIPT
     assert chunks[-1].choices[0].finish_reason == "stop"

@@ -1,18 +1,13 @@
-"""Triton paged attention vs the torch reference, run by the Triton interpreter on CPU."""
+"""Triton paged attention vs the torch reference: compiled on CUDA, else in the Triton
+interpreter on CPU (tests/conftest.py sets TRITON_INTERPRET=1 there)."""
 
-import os
+import pytest
+import torch
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
+from kernels import triton_paged_attention as tpa
+from kernels.paged_attention import paged_attention_reference, store_kv_reference
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from kernels import triton_paged_attention as tpa  # noqa: E402
-from kernels.paged_attention import (  # noqa: E402
-    paged_attention_reference,
-    store_kv_reference,
-)
-
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BLOCK_SIZE = 16
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
 
@@ -54,7 +49,8 @@ def _make_case(
         store_kv_reference(key, value, k_cache, v_cache, slots)
     q = torch.randn(sum(q_lens), num_heads, head_dim, generator=gen).to(cache_dtype)
     cu = torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32)
-    return q, k_cache, v_cache, tables, torch.tensor(seq_lens, dtype=torch.int32), cu
+    case = (q, k_cache, v_cache, tables, torch.tensor(seq_lens, dtype=torch.int32), cu)
+    return tuple(t.to(DEVICE) for t in case)
 
 
 def _check(seq_lens, q_lens, num_heads, num_kv_heads, head_dim=32, dtype=torch.float32, seed=0):
@@ -164,13 +160,13 @@ def test_decode_is_batch_invariant():
 def test_store_kv_matches_reference(dtype):
     gen = torch.Generator().manual_seed(8)
     shape = (6, BLOCK_SIZE, 2, 64)
-    k_want, v_want = torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype)
-    k_got, v_got = k_want.clone(), v_want.clone()
+    k_want = torch.zeros(shape, dtype=dtype, device=DEVICE)
+    v_want, k_got, v_got = k_want.clone(), k_want.clone(), k_want.clone()
     # Non-contiguous key/value (views of a fused projection) and padded slots. K/V come in the
     # cache dtype as from the model: the interpreter truncates fp32 -> bf16 where GPUs round.
-    kv = torch.randn(5, 2, 2, 64, generator=gen).to(dtype)
+    kv = torch.randn(5, 2, 2, 64, generator=gen).to(DEVICE, dtype)
     key, value = kv[:, 0], kv[:, 1]
-    slots = torch.tensor([3, 17, -1, 95, 40], dtype=torch.int64)
+    slots = torch.tensor([3, 17, -1, 95, 40], dtype=torch.int64, device=DEVICE)
     store_kv_reference(key, value, k_want, v_want, slots)
     tpa.store_kv_triton(key, value, k_got, v_got, slots)
     assert torch.equal(k_got, k_want) and torch.equal(v_got, v_want)

@@ -1,13 +1,18 @@
-"""Triton beam step vs the torch reference, run by the Triton interpreter on CPU."""
+"""Triton beam step vs the torch reference: compiled on CUDA, else in the Triton interpreter on
+CPU (tests/conftest.py sets TRITON_INTERPRET=1 there)."""
 
-import os
+import pytest
+import torch
 
-os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported anywhere
+from kernels import beam_step as bs
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
-from kernels import beam_step as bs  # noqa: E402
+
+def beam_step_triton(logits, beam_scores, allowed, num_beams):
+    """The kernel on DEVICE; its (parents, tokens, scores) back on the CPU beside the reference."""
+    moved = [None if t is None else t.to(DEVICE) for t in (logits, beam_scores, allowed)]
+    return tuple(t.cpu() for t in bs.beam_step_triton(*moved, num_beams))
 
 
 def _pack(allowed: torch.Tensor) -> torch.Tensor:
@@ -31,7 +36,7 @@ def _case(num_requests, num_beams, vocab, seed, mask_density=None):
 
 
 def _check(logits, beam_scores, allowed, num_beams):
-    parents, tokens, scores = bs.beam_step_triton(logits, beam_scores, allowed, num_beams)
+    parents, tokens, scores = beam_step_triton(logits, beam_scores, allowed, num_beams)
     want_parents, want_tokens, want_scores = bs.beam_step_reference(
         logits, beam_scores, allowed, num_beams
     )
@@ -65,7 +70,7 @@ def test_single_and_no_allowed_token():
     allowed[3, 31:33] = True  # straddles two mask words
     packed = _pack(allowed)
     _check(logits, beam_scores, packed, 4)
-    parents, tokens, scores = bs.beam_step_triton(logits, beam_scores, packed, 4)
+    parents, tokens, scores = beam_step_triton(logits, beam_scores, packed, 4)
     assert scores[0, :6].isfinite().all() and scores[0, 6:].isinf().all()
     assert {(p, t) for p, t in zip(parents[0, :6].tolist(), tokens[0, :6].tolist(), strict=True)} == {
         (0, 517), (2, 5), (2, 300), (2, 599), (3, 31), (3, 32)
@@ -80,7 +85,7 @@ def test_not_renormalized_over_allowed_tokens():
     allowed = torch.zeros(2, 300, dtype=torch.bool)
     allowed[0, 7] = True
     allowed[1, 3] = True
-    parents, tokens, scores = bs.beam_step_triton(logits, beam_scores, _pack(allowed), 2)
+    parents, tokens, scores = beam_step_triton(logits, beam_scores, _pack(allowed), 2)
     hit = (parents[0] == 0) & (tokens[0] == 7)
     expected = beam_scores[0] + torch.log_softmax(logits[0], -1)[7]
     torch.testing.assert_close(scores[0][hit], expected.view(1))
@@ -92,7 +97,7 @@ def test_ties_prefer_lower_parent_then_token():
     logits = torch.zeros(6, 700)
     logits[:, 650] = 1.0  # a tie across beams in the last chunk
     beam_scores = torch.zeros(6)
-    parents, tokens, scores = bs.beam_step_triton(logits, beam_scores, None, 3)
+    parents, tokens, scores = beam_step_triton(logits, beam_scores, None, 3)
     _check(logits, beam_scores, None, 3)
     assert parents[0].tolist() == [0, 1, 2, 0, 0, 0]
     assert tokens[0].tolist() == [650, 650, 650, 0, 1, 2]
@@ -111,3 +116,12 @@ def test_dispatch_forced_reference(monkeypatch):
     got = bs.beam_step(logits, beam_scores, None, 2)
     want = bs.beam_step_reference(logits, beam_scores, None, 2)
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("vocab", [31, 32, 1000])
+def test_pack_allowed_inverts_unpack(vocab):
+    bits = torch.rand(3, vocab, generator=torch.Generator().manual_seed(vocab)) < 0.5
+    words = bs.pack_allowed(bits)
+    assert words.dtype == torch.int32 and words.shape == (3, -(-vocab // 32))
+    assert torch.equal(words, _pack(bits))
+    assert torch.equal(bs.unpack_allowed(words, vocab), bits)

@@ -1,5 +1,6 @@
 """Our model implementations against `transformers`, dense and over a paged KV cache."""
 
+import copy
 import random
 
 import pytest
@@ -13,6 +14,7 @@ from service.models.loader import load_model
 from tests.tiny_checkpoints import FAMILIES, build_checkpoint
 
 ATOL = 1e-4
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PROMPT = '''def fibonacci(n: int) -> list[int]:
     """The first n Fibonacci numbers."""
     a, b = 0, 1
@@ -24,16 +26,16 @@ class PagedCache:
     """What the engine's model runner does, minimally: each sequence gets blocks from a shuffled
     pool, so block tables are scattered and never contiguous."""
 
-    def __init__(self, model, num_blocks: int, block_size: int, seed: int = 0):
-        self.block_size = block_size
+    def __init__(self, model, num_blocks: int, block_size: int, seed: int = 0, device="cpu"):
+        self.block_size, self.device = block_size, device
         self.free = list(range(num_blocks))
         random.Random(seed).shuffle(self.free)
         self.tables: list[list[int]] = []
         self.lengths: list[int] = []
         for layer in model.attention_layers():
             shape = (num_blocks, block_size, layer.num_kv_heads, layer.head_dim)
-            layer.k_cache = torch.zeros(shape)
-            layer.v_cache = torch.zeros(shape)
+            layer.k_cache = torch.zeros(shape, device=device)
+            layer.v_cache = torch.zeros(shape, device=device)
 
     def add_sequence(self, max_tokens: int) -> int:
         n_blocks = -(-max_tokens // self.block_size)
@@ -55,15 +57,18 @@ class PagedCache:
             self.lengths[seq] += len(tokens)
         width = max(len(self.tables[s]) for s in chunks)
         tables = [self.tables[s] + [-1] * (width - len(self.tables[s])) for s in chunks]
+
+        def tensor(values, dtype=torch.int64):
+            return torch.tensor(values, dtype=dtype, device=self.device)
+
         meta = AttentionMetadata(
-            slot_mapping=torch.tensor(slots, dtype=torch.int64),
-            block_tables=torch.tensor(tables, dtype=torch.int32),
-            seq_lens=torch.tensor([self.lengths[s] for s in chunks], dtype=torch.int32),
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32),
+            slot_mapping=tensor(slots),
+            block_tables=tensor(tables, torch.int32),
+            seq_lens=tensor([self.lengths[s] for s in chunks], torch.int32),
+            cu_seqlens_q=tensor(cu, torch.int32),
             max_seqlen_q=max(len(t) for t in chunks.values()),
         )
-        hidden = model(torch.tensor(ids), torch.tensor(positions), meta)
-        logits = model.compute_logits(hidden)
+        logits = model.compute_logits(model(tensor(ids), tensor(positions), meta)).cpu()
         return {s: logits[cu[i] : cu[i + 1]] for i, s in enumerate(chunks)}
 
 
@@ -113,7 +118,8 @@ def test_sequences_of_different_lengths_in_one_call(family, kernels, monkeypatch
     """Also with the Triton kernels forced (the interpreter on CPU, compiled on CUDA)."""
     monkeypatch.setenv("KERNELS", kernels)
     _, _, model, reference, prompt = family
-    cache = PagedCache(model, num_blocks=64, block_size=4, seed=7)
+    model = copy.deepcopy(model).to(DEVICE)
+    cache = PagedCache(model, num_blocks=64, block_size=4, seed=7, device=DEVICE)
     short, long = cache.add_sequence(16), cache.add_sequence(len(prompt) + 8)
     tokens = {short: prompt[3:10], long: prompt}
     out = cache.step(model, {short: tokens[short][:6], long: tokens[long][:-5]})

@@ -38,9 +38,11 @@ def test_fim_prompt_with_snippets_and_healing():
 
 
 def test_special_token_names_in_code_are_plain_text():
-    prompt = builder().build(CompletionInput(prefix="s = '<fim_middle>'\n", suffix=""), 16)
+    prompt = builder().build(CompletionInput(prefix="s = '<fim_middle>'\n", suffix="t = 1\n"), 16)
     middle = STARCODER.token_to_id("<fim_middle>")
     assert prompt.token_ids.count(middle) == 1 and prompt.token_ids[-1] == middle
+    left_to_right = builder().build(CompletionInput(prefix="s = '<fim_middle>'\n"), 16)
+    assert middle not in left_to_right.token_ids
 
 
 def test_crlf_is_lf_for_the_model_and_remembered():

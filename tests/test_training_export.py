@@ -74,3 +74,28 @@ def test_export_refuses_a_checkpoint_over_the_size_budget(tmp_path, data_dir):
     train(cfg, until_step=1)
     with pytest.raises(ValueError, match="max_megabytes"):
         export(cfg)
+
+
+def test_half_precision_export_and_fine_tuning_from_it(tmp_path, data_dir):
+    """export.dtype=float16 halves the file; train.init_from starts a new run from its weights."""
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        [f"export.out_dir={tmp_path / 'hf'}", "export.dtype=float16", "export.fim_order=spm"],
+    )
+    train(cfg)
+    out = export(cfg)
+    assert json.loads((out / "tokenizer_config.json").read_text())["fim_order"] == "spm"
+    exported = load_model(out)
+    assert next(exported.parameters()).dtype == torch.float32  # the loader upcasts
+    trained = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)["model"]
+    for name, weight in exported.state_dict().items():
+        torch.testing.assert_close(weight, trained[name].half().float())
+
+    tuned = load_config(
+        write_config(tmp_path / "f.yaml", data_dir, tmp_path / "tune"),
+        [f"train.init_from={out}", "train.learning_rate=1.0e-12", "train.min_lr=1.0e-12"],
+    )
+    train(tuned, until_step=1)
+    start = torch.load(tmp_path / "tune" / "ckpt.pt", weights_only=False)["model"]
+    for name, weight in exported.state_dict().items():
+        torch.testing.assert_close(start[name], weight, atol=1e-6, rtol=0)

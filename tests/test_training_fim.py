@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from tests.training_helpers import SAMPLE_CODE, make_tokenizer, python_sources
+from training.config import PhaseConfig
+from training.curriculum import IGNORE_INDEX, Curriculum
 from training.fim import FimConfig, FimTransform, Sentinels
 from training.spans import candidate_spans, choose_span
 
@@ -45,6 +47,20 @@ def test_psm_and_spm_keep_every_character(tokenizer):
         decode = tokenizer.decode
         assert decode(prefix) + decode(middle) + decode(suffix) == doc
     assert orders == {"psm", "spm"}
+
+
+def test_curriculum_fim_samples_fit_their_block(tokenizer):
+    """Nothing is cut from a FIM sample's end, where its middle is: a cut one-line middle
+    would teach the model that <fim_middle> is rarely followed by a short fill."""
+    ids = np.asarray(tokenizer.encode("\n".join(python_sources())).ids)  # one long document
+    phase = PhaseConfig(10, FimConfig(rate=1.0, spm_rate=0.5, structured_rate=0.5))
+    curriculum = Curriculum({"fim": phase}, {"pretrain": ids}, tokenizer, block_size=256, seed=0)
+    decode = tokenizer.decode
+    for index in range(40):
+        window, _ = curriculum.window_at(0, index)
+        sample = [t for t in curriculum.sample(0, index).tolist() if t != IGNORE_INDEX]
+        _, prefix, suffix, middle = split_fim(sample, curriculum.fim["fim"].sentinels)
+        assert decode(prefix) + decode(middle) + decode(suffix) == decode(window.tolist())
 
 
 def test_rate_zero_is_identity_and_rate_is_respected(tokenizer):

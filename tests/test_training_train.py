@@ -73,6 +73,17 @@ def test_resume_is_bitwise_exact(tmp_path, data_dir):
     assert (tmp_path / "b" / "learning_curve.png").stat().st_size > 1000
 
 
+def test_batches_built_by_worker_processes_are_the_same(tmp_path, data_dir):
+    inline = load_config(write_config(tmp_path / "a.yaml", data_dir, tmp_path / "a"))
+    workers = load_config(
+        write_config(tmp_path / "b.yaml", data_dir, tmp_path / "b"), ["train.num_workers=2"]
+    )
+    assert train(inline)["loss"] == train(workers)["loss"]
+    a = torch.load(tmp_path / "a" / "ckpt.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
 def test_training_lowers_the_loss(tmp_path, data_dir):
     cfg = load_config(
         write_config(tmp_path / "c.yaml", data_dir, tmp_path / "c"),

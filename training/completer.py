@@ -11,6 +11,7 @@ from service.engine.config import EngineConfig
 from service.engine.llm_engine import LLMEngine
 from service.engine.sampling_params import SamplingParams
 from service.prompt.builder import CompletionInput, PromptBuilder
+from service.prompt.fim import read_fim_order
 from service.prompt.window import Budget
 
 
@@ -35,7 +36,9 @@ class Completer:
         )
         self.engine = LLMEngine(config)
         budget = Budget(prefix=prefix_tokens, suffix=suffix_tokens, snippets=0)
-        self.builder = PromptBuilder(self.engine.tokenizer, budget, self.engine.max_positions)
+        self.builder = PromptBuilder(
+            self.engine.tokenizer, budget, self.engine.max_positions, read_fim_order(model_dir)
+        )
 
     def complete(self, requests: list[Request], desc: str = "complete") -> list[str]:
         """The completion text of each request, in order; all of them batched in the engine."""

@@ -14,10 +14,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from transformers import GPT2Config
 
-from training.data.config import DataConfig, build, set_value
+from training.data.config import DataConfig, build, read_yaml, set_value
 from training.data.config import load_config as load_data_config
 from training.fim import FimConfig
 
@@ -61,6 +60,8 @@ class TrainConfig:
     batch_size: int = 8  # sequences per micro-batch per process
     block_size: int = 512
     grad_accum: int = 1
+    num_workers: int = 0  # processes building batches ahead of the GPU; 0 builds them in-line
+    init_from: str | None = None  # a Hugging Face model directory to start from (fine-tuning)
     learning_rate: float = 5e-4
     min_lr: float = 5e-5
     warmup_steps: int = 200
@@ -121,6 +122,8 @@ class EvalConfig:
 class ExportConfig:
     out_dir: str = "checkpoints/default"
     max_megabytes: float = 30.0
+    dtype: str = "float32"  # float32 | float16 | bfloat16: the safetensors weights' type
+    fim_order: str = "psm"  # psm | spm: the FIM prompt order the server should use (measure it)
 
 
 @dataclass
@@ -164,7 +167,7 @@ OVERRIDABLE = ("model", "train", "evaluate", "export", "sweep")
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read every section; `overrides` are `section.field=value` (e.g. `train.batch_size=4`)."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    raw = read_yaml(path)
     curriculum = raw.get("curriculum") or {"causal_and_fim": {"steps": 1000}}
     ours = [o for o in overrides if o.split(".")[0] in OVERRIDABLE]
     data_overrides = [o for o in overrides if o not in ours]

@@ -22,6 +22,7 @@ from training.config import PhaseConfig, SourceSpec
 from training.fim import FimTransform
 
 IGNORE_INDEX = -100
+FIM_SLACK = 16  # tokens of a block left for FIM's sentinels and re-tokenization (padded if unused)
 
 
 def mbpp_document(record: dict) -> str:
@@ -75,8 +76,14 @@ class Curriculum:
         self.seed = seed
         self.fim = {name: FimTransform(tokenizer, p.fim) for name, p in phases.items()}
         self.pad = self.fim[next(iter(phases))].sentinels.pad
-        # Re-tokenizing a FIM example changes its length a little: read a margin beyond the block.
-        self.window = block_size + 1 + block_size // 8 + 16
+        # FIM adds three sentinels per document and re-tokenizing shifts its length a little: a
+        # FIM phase reads a window that still fits the block afterwards. A window read past the
+        # block would be cut at its end, and the end of a FIM example is its middle: short
+        # middles (one line) would be cut off entirely, and with them the objective an editor needs.
+        slack = min(FIM_SLACK, block_size // 4)
+        self.windows = {
+            name: block_size + 1 - (slack if p.fim.rate > 0 else 0) for name, p in phases.items()
+        }
 
     def phase_at(self, step: int) -> str:
         end = 0
@@ -86,18 +93,20 @@ class Curriculum:
                 return name
         return name  # steps past the schedule stay in the last phase
 
-    def sample(self, step: int, index: int) -> np.ndarray:
-        """block_size + 1 tokens; padding (if FIM shortened the window) is IGNORE_INDEX."""
+    def window_at(self, step: int, index: int) -> tuple[np.ndarray, np.random.Generator]:
+        """The raw tokens of sample `index` of `step`, and the generator its FIM split draws from."""
         rng = np.random.default_rng([self.seed, step, index])
         name = self.phase_at(step)
-        mixture = self.phases[name].mixture
+        mixture, window = self.phases[name].mixture, self.windows[name]
         weights = np.asarray(list(mixture.values()), dtype=np.float64)
         source = self.sources[list(mixture)[rng.choice(len(mixture), p=weights / weights.sum())]]
-        start = int(rng.integers(0, max(1, len(source) - self.window)))
-        tokens = self.fim[name](
-            np.asarray(source[start : start + self.window], dtype=np.int64), rng
-        )
-        tokens = tokens[: self.block_size + 1]
+        start = int(rng.integers(0, max(1, len(source) - window)))
+        return np.asarray(source[start : start + window], dtype=np.int64), rng
+
+    def sample(self, step: int, index: int) -> np.ndarray:
+        """block_size + 1 tokens; padding (where FIM left room) is IGNORE_INDEX."""
+        window, rng = self.window_at(step, index)
+        tokens = self.fim[self.phase_at(step)](window, rng)[: self.block_size + 1]
         return np.pad(tokens, (0, self.block_size + 1 - len(tokens)), constant_values=IGNORE_INDEX)
 
     def batch(self, step: int, indices: range) -> tuple[torch.Tensor, torch.Tensor]:

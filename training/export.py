@@ -22,7 +22,7 @@ EVAL_RESULTS = "eval_results.json"
 TRAINING_SUMMARY = "training_summary.json"
 
 
-def save_tokenizer(tokenizer_file: Path, out: Path, max_length: int) -> None:
+def save_tokenizer(tokenizer_file: Path, out: Path, max_length: int, fim_order: str) -> None:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(tokenizer_file),
         model_max_length=max_length,
@@ -33,6 +33,10 @@ def save_tokenizer(tokenizer_file: Path, out: Path, max_length: int) -> None:
         additional_special_tokens=[FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, FILE_SEP],
     )
     tokenizer.save_pretrained(out)
+    config_path = out / "tokenizer_config.json"  # the server reads the FIM order from here
+    config_path.write_text(
+        json.dumps(json.loads(config_path.read_text()) | {"fim_order": fim_order}, indent=2)
+    )
 
 
 def training_summary(ckpt: dict, n_params: int) -> dict:
@@ -61,10 +65,11 @@ def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
     model.load_state_dict(ckpt["model"])
     model.config.architectures = ["GPT2LMHeadModel"]
     model.config.save_pretrained(out)
-    state_dict = model.to_hf_state_dict()
+    dtype = getattr(torch, cfg.export.dtype)
+    state_dict = {name: w.to(dtype) for name, w in model.to_hf_state_dict().items()}
     del state_dict["lm_head.weight"]  # tied to wte (tie_word_embeddings): loaders re-tie it
     save_file(state_dict, out / "model.safetensors", metadata={"format": "pt"})
-    save_tokenizer(cfg.data.out / "tokenizer.json", out, model.max_positions)
+    save_tokenizer(cfg.data.out / "tokenizer.json", out, model.max_positions, cfg.export.fim_order)
     GenerationConfig(
         max_new_tokens=64,
         do_sample=False,

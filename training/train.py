@@ -22,9 +22,11 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from service.models.gpt2 import GPT2
+from service.models.loader import load_model
 from training.config import RunConfig, TrainConfig, to_dict
 from training.curriculum import IGNORE_INDEX, Curriculum, read_documents, tokenize_documents
 from training.curves import plot_learning_curve
@@ -75,6 +77,34 @@ def build_curriculum(cfg: RunConfig, tokenizer: Tokenizer, meta: dict) -> Curric
     return Curriculum(cfg.curriculum, sources, tokenizer, cfg.train.block_size, cfg.train.seed)
 
 
+class StepBatches(Dataset):
+    """Step -> this rank's micro-batches. A batch is a pure function of its step, so DataLoader
+    workers can build the next ones (FIM splits re-tokenize text: CPU work) while the GPU trains."""
+
+    def __init__(self, curriculum: Curriculum, t: TrainConfig, ddp: Distributed):
+        self.curriculum, self.t, self.ddp = curriculum, t, ddp
+
+    def __len__(self) -> int:
+        return sys.maxsize
+
+    def __getitem__(self, step: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        t, ddp = self.t, self.ddp
+        slots = [micro * ddp.world_size + ddp.rank for micro in range(t.grad_accum)]
+        return [
+            self.curriculum.batch(step, range(s * t.batch_size, (s + 1) * t.batch_size))
+            for s in slots
+        ]
+
+
+def step_loader(curriculum: Curriculum, t: TrainConfig, ddp: Distributed, steps: range, device: torch.device) -> DataLoader:  # fmt: skip
+    workers = t.num_workers
+    # Its own generator: starting an iterator draws a seed, which must not move the global RNG
+    # that dropout uses (a resumed run would diverge from an uninterrupted one).
+    return DataLoader(StepBatches(curriculum, t, ddp), batch_size=None, sampler=steps, num_workers=workers,
+                      prefetch_factor=4 if workers else None, pin_memory=device.type == "cuda",
+                      generator=torch.Generator())  # fmt: skip
+
+
 def configure_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.AdamW:
     """Weight decay on matrices only; biases, LayerNorms stay undecayed (GPT-2 / nanoGPT)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -82,7 +112,8 @@ def configure_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2))
+    fused = params[0].is_cuda  # one kernel for the whole update instead of one per tensor
+    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=fused)
 
 
 def lr_multiplier(t: TrainConfig, max_steps: int):
@@ -127,12 +158,14 @@ def restore(
 ) -> tuple[int, int, float]:
     """Load a checkpoint in place; returns (step, tokens, elapsed seconds) to continue from."""
     ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    if "optimizer" not in ckpt:
+        raise ValueError(f"{path} holds weights only (trained elsewhere); use a new train.out_dir")
     if ckpt["config"]["model"] != to_dict(cfg)["model"]:
         raise ValueError(f"{path} was trained with another model config; use a new train.out_dir")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
-    torch.set_rng_state(ckpt["torch_rng"])
+    torch.set_rng_state(ckpt["torch_rng"].cpu())  # map_location moved it with the weights
     return ckpt["step"], ckpt["tokens"], ckpt["elapsed_s"]
 
 
@@ -141,21 +174,20 @@ def append_jsonl(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def forward_backward(trainee: nn.Module, curriculum: Curriculum, step: int, t: TrainConfig,
-                     ddp: Distributed, device: torch.device) -> float:  # fmt: skip
-    """Accumulate one step's gradients over grad_accum micro-batches; returns the mean loss."""
+def forward_backward(trainee: nn.Module, batches: list, t: TrainConfig, ddp: Distributed,
+                     device: torch.device) -> float:  # fmt: skip
+    """Accumulate one step's gradients over its micro-batches; returns the mean loss."""
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
     total = 0.0
-    for micro in range(t.grad_accum):
-        slot = micro * ddp.world_size + ddp.rank  # this rank's share of the step's samples
-        x, y = curriculum.batch(step, range(slot * t.batch_size, (slot + 1) * t.batch_size))
-        last = micro == t.grad_accum - 1
+    for micro, (x, y) in enumerate(batches):
+        last = micro == len(batches) - 1
         # DDP all-reduces gradients on the last micro-batch only.
         with nullcontext() if last or ddp.world_size == 1 else trainee.no_sync():
             with autocast:
-                logits = trainee(x.to(device))
+                logits = trainee(x.to(device, non_blocking=True))
+            y = y.to(device, non_blocking=True)
             loss = F.cross_entropy(
-                logits.flatten(0, 1).float(), y.to(device).flatten(), ignore_index=IGNORE_INDEX
+                logits.flatten(0, 1).float(), y.flatten(), ignore_index=IGNORE_INDEX
             )
             (loss / t.grad_accum).backward()
         total += loss.item() / t.grad_accum
@@ -188,6 +220,8 @@ def train(cfg: RunConfig, until_step: int | None = None) -> dict:
         start, tokens, elapsed = restore(ckpt_path, model, optimizer, scheduler, cfg)
         if ddp.is_main:
             keep_metrics_until(metrics_path, start)
+    elif t.init_from:  # fine-tuning: the weights of an exported model, a fresh optimizer
+        model.load_state_dict(load_model(t.init_from, device=device).state_dict())
     trainee = Trainee(model)
     if ddp.world_size > 1:
         trainee = DistributedDataParallel(
@@ -208,9 +242,10 @@ def train(cfg: RunConfig, until_step: int | None = None) -> dict:
     bar = tqdm(range(start, stop), initial=start, total=stop, disable=not ddp.is_main, desc="train",
                mininterval=1 if sys.stderr.isatty() else 30)  # fmt: skip
     last_save, metrics = time.monotonic(), {}
-    for step in bar:
+    batches = step_loader(curriculum, t, ddp, range(start, stop), device)
+    for step, step_batches in zip(bar, batches, strict=True):
         t0 = time.perf_counter()
-        loss = forward_backward(trainee, curriculum, step, t, ddp, device)
+        loss = forward_backward(trainee, step_batches, t, ddp, device)
         norm = nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
         scheduler.step()

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
@@ -28,13 +28,15 @@ logger = logging.getLogger("service.completions")
 
 @dataclass(frozen=True)
 class Job:
-    """One choice to generate."""
+    """One engine request: one choice, or with beam search up to `num_choices` of its ranked
+    distinct candidates (fewer when fewer distinct texts were found)."""
 
     request_id: str
     prompt: Prompt
     params: SamplingParams
     session_id: str | None
     drop_overlap: bool  # code-aware dialects: remove what the code after the cursor repeats
+    num_choices: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,13 @@ def decoding_key(job: Job, while_typing: bool = False) -> dict[str, object]:
         "stop_rule": stop_rule_key(params.stop_rule, while_typing),
         "drop_overlap": job.drop_overlap,
         "newline": job.prompt.newline,
+        # A beam request must never be answered with a greedy request's entry, nor the reverse.
+        "num_beams": params.num_beams,
+        "length_penalty": params.length_penalty,
+        "early_stopping": params.early_stopping,
+        "num_beam_groups": params.num_beam_groups,
+        "diversity_penalty": params.diversity_penalty,
+        "num_choices": job.num_choices,
     }
 
 
@@ -108,6 +117,16 @@ def cache_query(request: Request, jobs: list[Job], model: str) -> CacheQuery:
         suffix=prompt.suffix,
         typing_decoding={"choices": [decoding_key(job, while_typing=True) for job in jobs]},
     )
+
+
+def choice_jobs(jobs: list[Job]) -> list[Job]:
+    """The job each choice comes from, in choice order (a beam job gives up to num_choices)."""
+    return [job for job in jobs for _ in range(job.num_choices)]
+
+
+def fits(jobs: list[Job], num_choices: int) -> bool:
+    """A cached entry's choice count is one these jobs could have produced."""
+    return len(jobs) <= num_choices <= len(choice_jobs(jobs))
 
 
 def finished_on_its_own(completion: Completion, job: Job) -> bool:
@@ -173,7 +192,7 @@ class CompletionRunner:
             return await self.generate(request, jobs, timeout_s)
         query = cache_query(request, jobs, self.model)
         cached = await self.cache.lookup(query)
-        if cached is not None and len(cached.choices) == len(jobs):
+        if cached is not None and fits(jobs, len(cached.choices)):
             request.state.cache = cached.outcome
             for job in jobs:  # a newer keystroke answered from the cache still supersedes
                 if job.session_id is not None:
@@ -181,12 +200,15 @@ class CompletionRunner:
             return [
                 cached_completion(i, job, text, reason)
                 for i, (job, text, reason) in enumerate(
-                    zip(jobs, cached.choices, cached.finish_reasons, strict=True)
+                    zip(choice_jobs(jobs), cached.choices, cached.finish_reasons, strict=False)
                 )
             ]
         request.state.cache = "miss"
         completions = await self.generate(request, jobs, timeout_s)
-        if all(finished_on_its_own(c, job) for c, job in zip(completions, jobs, strict=True)):
+        if all(
+            finished_on_its_own(c, job)
+            for c, job in zip(completions, choice_jobs(jobs), strict=False)
+        ):
             texts, reasons = [c.text for c in completions], [c.finish_reason for c in completions]
             await self.cache.store(query, texts, reasons)
         return completions
@@ -194,14 +216,14 @@ class CompletionRunner:
     async def generate(
         self, request: Request, jobs: list[Job], timeout_s: float
     ) -> list[Completion]:
-        """Run every choice on the engine; aborts everything if the client disconnects first."""
+        """Run every job on the engine; aborts everything if the client disconnects first."""
         streams = self.start(jobs)
         started = time.perf_counter()
         work = asyncio.ensure_future(
             asyncio.gather(
                 *(
-                    collect(i, job, stream, started, timeout_s)
-                    for i, (job, stream) in enumerate(zip(jobs, streams, strict=True))
+                    collect(job, stream, started, timeout_s)
+                    for job, stream in zip(jobs, streams, strict=True)
                 )
             )
         )
@@ -214,7 +236,8 @@ class CompletionRunner:
             work.cancel()
             await asyncio.gather(work, return_exceptions=True)
             raise ApiError(499, "the client closed the request")
-        return work.result()
+        choices = [c for per_job in work.result() for c in per_job]
+        return [replace(c, index=i) for i, c in enumerate(choices)]
 
     async def stream(
         self, jobs: list[Job], streams: list[AsyncIterator[RequestOutput]], timeout_s: float
@@ -252,8 +275,10 @@ class CompletionRunner:
 
 
 async def collect(
-    index: int, job: Job, stream: AsyncIterator[RequestOutput], started: float, timeout_s: float
-) -> Completion:
+    job: Job, stream: AsyncIterator[RequestOutput], started: float, timeout_s: float
+) -> list[Completion]:
+    """The job's choices: its one output, or its best distinct beam candidates (by final text);
+    indexes are the caller's to set."""
     last, first_output_s, finish_reason = None, 0.0, "length"
     async with aclosing(stream):
         try:
@@ -266,17 +291,48 @@ async def collect(
                         finish_reason = output.finish_reason
         except TimeoutError:
             pass  # return what there is, as if max_tokens had been reached
-    return Completion(
-        index=index,
-        text=final_text(job, last.text if last else ""),
-        finish_reason=finish_reason,
-        num_prompt_tokens=last.num_prompt_tokens if last else len(job.prompt.token_ids),
-        num_cached_tokens=last.num_cached_tokens if last else 0,
-        num_tokens=len(last.token_ids) if last else 0,
-        last_token_id=last.token_ids[-1] if last and last.token_ids else None,
-        first_output_s=first_output_s,
-        elapsed_s=time.perf_counter() - started,
-    )
+    elapsed_s = time.perf_counter() - started
+    if last is not None and last.candidates:
+        return beam_completions(job, last, first_output_s, elapsed_s)
+    return [
+        Completion(
+            index=0,
+            text=final_text(job, last.text if last else ""),
+            finish_reason=finish_reason,
+            num_prompt_tokens=last.num_prompt_tokens if last else len(job.prompt.token_ids),
+            num_cached_tokens=last.num_cached_tokens if last else 0,
+            num_tokens=len(last.token_ids) if last else 0,
+            last_token_id=last.token_ids[-1] if last and last.token_ids else None,
+            first_output_s=first_output_s,
+            elapsed_s=elapsed_s,
+        )
+    ]
+
+
+def beam_completions(
+    job: Job, output: RequestOutput, first_output_s: float, elapsed_s: float
+) -> list[Completion]:
+    """The best `num_choices` candidates whose final texts differ (overlap removal and newline
+    conversion can make two engine candidates the same suggestion)."""
+    choices: dict[str, Completion] = {}
+    for candidate in output.candidates:
+        text = final_text(job, candidate.text)
+        if text in choices:
+            continue
+        choices[text] = Completion(
+            index=0,
+            text=text,
+            finish_reason=candidate.finish_reason,
+            num_prompt_tokens=output.num_prompt_tokens,
+            num_cached_tokens=output.num_cached_tokens,
+            num_tokens=len(candidate.token_ids),
+            last_token_id=candidate.token_ids[-1] if candidate.token_ids else None,
+            first_output_s=first_output_s,
+            elapsed_s=elapsed_s,
+        )
+        if len(choices) == job.num_choices:
+            break
+    return list(choices.values())
 
 
 async def pump(

@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from service.semantic.stopping import StopMode
 
 SEED = Field(None, ge=0, lt=2**63)
+# Beam search (extensions; the `openai` client sends them in `extra_body`): 1 = no beam search.
+NUM_BEAMS = Field(1, ge=1)
+BEAM_KNOBS = ("length_penalty", "early_stopping", "num_beam_groups", "diversity_penalty")
 
 
 class Request(BaseModel):
@@ -58,6 +61,7 @@ class TabbyCompletionRequest(Request):
     mode: str | None = None
     debug_options: TabbyDebugOptions | None = None
     stop_mode: StopMode = "auto"  # our extension; see service/semantic/stopping.py
+    num_beams: int = NUM_BEAMS  # our extension: the best beam is the choice
 
 
 class TabbyChoice(BaseModel):
@@ -84,7 +88,7 @@ class OpenAICompletionRequest(Request):
     prompt: str | list[str]
     suffix: str | None = None
     max_tokens: int | None = Field(16, ge=1)
-    temperature: float | None = Field(1.0, ge=0, le=2)
+    temperature: float | None = Field(None, ge=0, le=2)  # absent: 1, or 0 with num_beams
     top_p: float | None = Field(1.0, gt=0, le=1)
     n: int = Field(1, ge=1)
     stream: bool = False
@@ -98,6 +102,12 @@ class OpenAICompletionRequest(Request):
     seed: int | None = SEED
     user: str | None = None
     stop_mode: StopMode = "none"  # our extension: code-aware stopping on request
+    # Our extensions: beam search, with `transformers`' meaning of each knob.
+    num_beams: int = NUM_BEAMS
+    length_penalty: float = Field(1.0, ge=-10, le=10)
+    early_stopping: bool | Literal["never"] = False
+    num_beam_groups: int = Field(1, ge=1)
+    diversity_penalty: float = Field(0.0, ge=0, le=1000)
 
     @field_validator("prompt")
     @classmethod

@@ -2,17 +2,28 @@
 
 A request with `num_beams=K` starts as one sequence, so its prompt is prefilled once. At each step,
 once every live beam of the request has its next-token logits, `kernels.beam_step` returns the
-request's 2K best (parent beam, token) continuations. In rank order, a continuation that ends its
-beam (EOS, a stop string, the stop rule or the length limit) becomes a finished hypothesis if it
-ranks among the first K; the others become the next live beams until there are K. A parent chosen
-more than once is forked: the child shares the parent's full KV blocks and gets a copy of its
-partial last block. A parent chosen not at all is freed.
+2K best (parent beam, token) continuations. In rank order, a continuation that ends its beam (EOS,
+a stop string, the stop rule or the length limit) becomes a finished hypothesis if it ranks among
+the first K; the others become the next live beams until there are K. A parent chosen more than
+once is forked: the child shares the parent's full KV blocks and gets a copy of its partial last
+block. A parent chosen not at all is freed.
 
 Scoring and stopping are those of `transformers` `generate(num_beams=K, do_sample=False)`: a
 finished hypothesis scores sum_logprobs / num_generated_tokens ** length_penalty and the K best are
 kept; the search ends when K are kept and `early_stopping=True`, when the best live beam can no
 longer beat the worst kept one (its score normalized at the current length, or at the maximum
 length for `"never"` with a positive penalty), or when no beam is left.
+
+Diverse beam search (`num_beam_groups=G`, Vijayakumar et al., as `transformers` 4.x group beam
+search): the K beams are G groups of K/G, each a beam search of its own (own hypotheses, own
+stopping) that starts from the prompt. Groups step in order, and group g's log-probs are lowered
+by `diversity_penalty` times the number of times earlier groups chose the token at this step
+(Hamming diversity); the penalty stays in the beam's score, as in `transformers`. The result ranks
+every group's hypotheses together. G = 1 is ordinary beam search.
+
+Token healing: while a beam has not yet spelled the forced prefix, only the tokens that continue it
+are allowed (combined with the `allowed_tokens` hook's mask), and the prefix is removed from the
+returned texts, as for sampled requests.
 """
 
 import time
@@ -21,34 +32,51 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kernels.beam_step import beam_step
+from kernels.beam_step import beam_step, pack_allowed
 from service.engine.block_manager import BlockManager
+from service.engine.forced_prefix import ForcedPrefixIndex, remaining_prefix
 from service.engine.model_runner import ModelRunner
 from service.engine.output_processor import OutputProcessor
 from service.engine.scheduler import Scheduler
 from service.engine.sequence import Sequence, Status
 
+Choice = tuple[Sequence, int, float]  # (parent beam, token, cumulative score)
+
 
 @dataclass
-class BeamGroup:
-    request: Sequence  # what the engine and the client know; it receives the result
-    beams: list[Sequence]  # live beams, best first, at most K
-    finished: list[Sequence] = field(default_factory=list)  # hypotheses, best first, at most K
-    logits: dict[int, torch.Tensor] = field(default_factory=dict)  # id(beam) -> its next logits
+class DiversityGroup:
+    """K/G beams searched together (all K when G = 1)."""
+
+    size: int
+    beams: list[Sequence]  # live beams, best first, at most `size`
+    finished: list[Sequence] = field(default_factory=list)  # hypotheses, best first, at most size
     improvable: bool = True  # the live beams may still beat the worst kept hypothesis
 
     @property
-    def num_beams(self) -> int:
-        return self.request.params.num_beams
-
-    @property
-    def ready(self) -> bool:
-        return len(self.logits) == len(self.beams)
+    def done(self) -> bool:
+        return not self.beams
 
     def keep(self, hypothesis: Sequence) -> None:
         self.finished.append(hypothesis)
         self.finished.sort(key=lambda s: s.score, reverse=True)
-        del self.finished[self.num_beams :]
+        del self.finished[self.size :]
+
+
+@dataclass
+class BeamRequest:
+    request: Sequence  # what the engine and the client know; it receives the result
+    groups: list[DiversityGroup]
+    logits: dict[int, torch.Tensor] = field(default_factory=dict)  # id(beam) -> its next logits
+
+    @property
+    def live_beams(self) -> list[Sequence]:
+        """Every live beam once (at the start all groups share the prompt's sequence)."""
+        beams = {id(b): b for group in self.groups for b in group.beams}
+        return list(beams.values())
+
+    @property
+    def ready(self) -> bool:
+        return len(self.logits) == len(self.live_beams)
 
 
 class BeamSearch:
@@ -58,21 +86,26 @@ class BeamSearch:
         block_manager: BlockManager,
         runner: ModelRunner,
         outputs: OutputProcessor,
+        forced_prefix_index: ForcedPrefixIndex,
     ):
         self.scheduler = scheduler
         self.block_manager = block_manager
         self.runner = runner
         self.outputs = outputs
-        self.groups: dict[str, BeamGroup] = {}
+        self.forced_prefix_index = forced_prefix_index
+        self.requests: dict[str, BeamRequest] = {}
 
     def add(self, request: Sequence) -> None:
         first = branch(request)
-        self.groups[request.request_id] = BeamGroup(request, [first])
+        params = request.params
+        size = params.num_beams // params.num_beam_groups
+        groups = [DiversityGroup(size, [first]) for _ in range(params.num_beam_groups)]
+        self.requests[request.request_id] = BeamRequest(request, groups)
         self.scheduler.add(first)
 
     def abort(self, request: Sequence) -> None:
-        group = self.groups.pop(request.request_id)
-        for beam in group.beams:
+        state = self.requests.pop(request.request_id)
+        for beam in state.live_beams:
             self.scheduler.finish(beam, "abort")
         request.status, request.finish_reason = Status.FINISHED, "abort"
 
@@ -80,32 +113,53 @@ class BeamSearch:
         """Take the beams' logits; advance every request whose live beams all have theirs.
         Returns the requests that finished, each holding its best hypothesis and candidates."""
         for row, beam in zip(logits, beams, strict=True):
-            self.groups[beam.request_id].logits[id(beam)] = row
-        by_width: dict[int, list[BeamGroup]] = defaultdict(list)
-        for group in self.groups.values():
-            if group.ready:
-                by_width[group.num_beams].append(group)
+            self.requests[beam.request_id].logits[id(beam)] = row
+        by_shape: dict[tuple[int, int], list[BeamRequest]] = defaultdict(list)
+        for state in self.requests.values():
+            if state.ready:
+                params = state.request.params
+                by_shape[params.num_beams, params.num_beam_groups].append(state)
         done = []
-        for width, groups in by_width.items():
-            rows, scores, masks = zip(*(self._inputs(g) for g in groups), strict=True)
-            allowed = None if all(m is None for m in masks) else torch.cat(_fill(masks))
-            device = rows[0].device  # the model's: the Triton beam step runs on CUDA logits
-            if allowed is not None:
-                allowed = allowed.to(device)
-            parents, tokens, cand_scores = beam_step(
-                torch.cat(rows), torch.cat(scores).to(device), allowed, width
-            )
-            for group, p, t, s in zip(
-                groups, parents.tolist(), tokens.tolist(), cand_scores.tolist(), strict=True
-            ):
-                if self._advance(group, p, t, s):
-                    done.append(self._finish(group))
+        for (num_beams, num_groups), states in by_shape.items():
+            # Each request's continuations, per group; group g's penalty needs groups < g's.
+            chosen: dict[int, list[list[Choice]]] = {
+                id(s): [[] for _ in range(num_groups)] for s in states
+            }
+            for g in range(num_groups):
+                active = [s for s in states if not s.groups[g].done]
+                if active:
+                    self._step_group(active, g, num_beams // num_groups, chosen)
+            for state in states:
+                self._replace_beams(state, chosen[id(state)])
+                if all(group.done for group in state.groups):
+                    done.append(self._finish(state))
         return done
 
-    def _inputs(self, group: BeamGroup):
-        """K rows of logits, scores and masks; missing beams padded at score -inf (never chosen)."""
-        width, beams = group.num_beams, group.beams
-        rows = [group.logits[id(beams[min(i, len(beams) - 1)])] for i in range(width)]
+    def _step_group(
+        self, states: list[BeamRequest], g: int, width: int, chosen: dict[int, list[list[Choice]]]
+    ) -> None:
+        """One beam step for diversity group g of each request, all in one kernel call."""
+        inputs = [self._inputs(s, s.groups[g], width) for s in states]
+        rows, scores, masks = zip(*inputs, strict=True)
+        logits = torch.cat(rows)
+        scores = torch.cat(scores).to(logits.device)  # the model's: Triton runs on CUDA logits
+        penalties = [self._penalty(s, chosen[id(s)][:g], logits.shape[1]) for s in states]
+        if any(p is not None for p in penalties):
+            logits, offsets = penalized(logits, penalties, width)
+            scores = scores + offsets
+        allowed = None if all(m is None for m in masks) else torch.cat(_fill(masks))
+        if allowed is not None:
+            allowed = allowed.to(logits.device)
+        parents, tokens, cand_scores = beam_step(logits, scores, allowed, width)
+        for state, p, t, s in zip(
+            states, parents.tolist(), tokens.tolist(), cand_scores.tolist(), strict=True
+        ):
+            chosen[id(state)][g] = self._advance(state, state.groups[g], p, t, s)
+
+    def _inputs(self, state: BeamRequest, group: DiversityGroup, width: int):
+        """`width` rows of logits, scores and masks; missing beams padded at score -inf."""
+        beams = group.beams
+        rows = [state.logits[id(beams[min(i, len(beams) - 1)])] for i in range(width)]
         scores = [b.score for b in beams] + [float("-inf")] * (width - len(beams))
         masks = [self._mask(b, rows[0].shape[0]) for b in beams]
         masks += masks[:1] * (width - len(beams))
@@ -113,56 +167,79 @@ class BeamSearch:
         return torch.stack(rows), torch.tensor(scores), mask
 
     @staticmethod
-    def _mask(beam: Sequence, vocab_size: int) -> torch.Tensor | None:
+    def _penalty(
+        state: BeamRequest, earlier: list[list[Choice]], vocab_size: int
+    ) -> torch.Tensor | None:
+        """Hamming diversity: the penalty times how often earlier groups took each token."""
+        tokens = [token for group in earlier for _, token, _ in group]
+        penalty = state.request.params.diversity_penalty
+        if not tokens or penalty == 0:
+            return None
+        return penalty * torch.bincount(torch.tensor(tokens), minlength=vocab_size).float()
+
+    def _mask(self, beam: Sequence, vocab_size: int) -> torch.Tensor | None:
+        """The hook's mask, narrowed to the tokens that continue the forced prefix if unspelled."""
         hook = beam.params.allowed_tokens
         mask = hook(beam.output_token_ids) if hook is not None else None
         if mask is not None and mask.shape != ((vocab_size + 31) // 32,):
             raise ValueError(f"allowed_tokens must return {(vocab_size + 31) // 32} int32 words")
+        remaining = remaining_prefix(beam.params.forced_prefix, beam.raw_text)
+        allowed_ids = self.forced_prefix_index.allowed_ids(remaining) if remaining else []
+        if allowed_ids:  # as the sampler: no constraint when no token fits
+            bits = torch.zeros(vocab_size, dtype=torch.bool)
+            bits[allowed_ids] = True
+            forced = pack_allowed(bits[None])[0]
+            mask = forced if mask is None else mask & forced
         return mask
 
-    def _advance(self, group: BeamGroup, parents, tokens, scores) -> bool:
-        """Apply one step's ranked candidates; True when the request's search is over."""
-        params, width = group.request.params, group.num_beams
-        if group.request.first_token_time is None:
-            group.request.first_token_time = time.perf_counter()
+    def _advance(
+        self, state: BeamRequest, group: DiversityGroup, parents, tokens, scores
+    ) -> list[Choice]:
+        """Apply one step's ranked candidates to a group: keep the hypotheses that finish, and
+        return the continuations that go on (none once the group's search is over)."""
+        params, width = state.request.params, group.size
+        if state.request.first_token_time is None:
+            state.request.first_token_time = time.perf_counter()
         may_keep = group.improvable and not (
             len(group.finished) == width and params.early_stopping is True
         )
-        chosen: list[tuple[int, int, float]] = []
+        chosen: list[Choice] = []
         for rank, (parent, token, score) in enumerate(zip(parents, tokens, scores, strict=True)):
             if score == float("-inf") or len(chosen) == width:
                 break
             probe = branch(group.beams[parent])
             probe.finish_reason = self.outputs.append(probe, token)
             if probe.finish_reason is None:
-                chosen.append((parent, token, score))
+                chosen.append((group.beams[parent], token, score))
             elif rank < width and may_keep:
                 probe.status = Status.FINISHED
                 probe.score = score / probe.num_output_tokens**params.length_penalty
                 group.keep(probe)
-        self._replace_beams(group, chosen)
-        if not group.beams:
-            return True
-        length = group.beams[0].num_output_tokens
+        if not chosen:
+            return []
+        length = chosen[0][0].num_output_tokens + 1
         if params.early_stopping == "never" and params.length_penalty > 0:
             length = params.max_tokens
-        best = group.beams[0].score / length**params.length_penalty
+        best = chosen[0][2] / length**params.length_penalty
         full = len(group.finished) == width
         group.improvable = group.improvable and (not full or best > group.finished[-1].score)
-        return not group.improvable or (full and params.early_stopping is True)
+        if not group.improvable or (full and params.early_stopping is True):
+            return []
+        return chosen
 
-    def _replace_beams(self, group: BeamGroup, chosen: list[tuple[int, int, float]]) -> None:
-        """Fork, keep or free the old beams so that the chosen continuations are the live ones."""
-        used = {parent for parent, _, _ in chosen}
-        for i, beam in enumerate(group.beams):
-            if i not in used:
+    def _replace_beams(self, state: BeamRequest, chosen: list[list[Choice]]) -> None:
+        """Fork, keep or free the old beams so that the chosen continuations (per group) are the
+        live ones."""
+        flat = [choice for group in chosen for choice in group]
+        used = {id(parent) for parent, _, _ in flat}
+        for beam in state.live_beams:
+            if id(beam) not in used:
                 self.scheduler.finish(beam, "abort")
         kept: set[int] = set()
         new_beams, copies = [], []
-        for parent_index, _, _ in chosen:
-            parent = group.beams[parent_index]
-            if parent_index not in kept:
-                kept.add(parent_index)
+        for parent, _, _ in flat:
+            if id(parent) not in kept:
+                kept.add(id(parent))
                 new_beams.append(parent)
                 continue
             if (
@@ -179,23 +256,31 @@ class BeamSearch:
             new_beams.append(child)
         if copies:
             self.runner.copy_blocks(copies)
-        # Tokens are appended only now: every fork above copied its parent's tokens before this step's.
-        group.beams = []
-        for beam, (_, token, score) in zip(new_beams, chosen, strict=True):
-            if beam is not None:
-                self.outputs.append(beam, token)
-                beam.score = score
-                group.beams.append(beam)
-        group.logits.clear()
+        # Tokens are appended only now: every fork above copied its parent's tokens before this
+        # step's.
+        start = 0
+        for group, group_chosen in zip(state.groups, chosen, strict=True):
+            group_beams = new_beams[start : start + len(group_chosen)]
+            start += len(group_chosen)
+            group.beams = []
+            for beam, (_, token, score) in zip(group_beams, group_chosen, strict=True):
+                if beam is not None:
+                    self.outputs.append(beam, token)
+                    beam.score = score
+                    group.beams.append(beam)
+        state.logits.clear()
 
-    def _finish(self, group: BeamGroup) -> Sequence:
-        """End the search: free the live beams and give the request its ranked distinct results."""
-        del self.groups[group.request.request_id]
-        for beam in group.beams:
-            self.scheduler.finish(beam, "abort")
-        request = group.request
+    def _finish(self, state: BeamRequest) -> Sequence:
+        """End the search: give the request every group's hypotheses, ranked and distinct."""
+        del self.requests[state.request.request_id]
+        request = state.request
+        hypotheses = sorted(
+            (h for group in state.groups for h in group.finished),
+            key=lambda s: s.score,
+            reverse=True,
+        )
         distinct: dict[str, Sequence] = {}
-        for hypothesis in group.finished:
+        for hypothesis in hypotheses:
             distinct.setdefault(hypothesis.text, hypothesis)
         request.candidates = list(distinct.values())
         request.status, request.finish_reason = Status.FINISHED, "stop"
@@ -209,10 +294,26 @@ class BeamSearch:
         return request
 
 
+def penalized(
+    logits: torch.Tensor, penalties: list[torch.Tensor | None], width: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and beam-score offsets for which the beam step scores beam_score +
+    log_softmax(logits) - penalty (the penalty comes after the log-softmax, so it cannot simply be
+    subtracted from the logits). The step normalizes what it gets, x - logsumexp(x): with
+    x = log_softmax(logits) - penalty and the beam scores raised by logsumexp(x), that is exact."""
+    zero = torch.zeros(logits.shape[1])
+    penalty = torch.stack([zero if p is None else p for p in penalties])
+    x = torch.log_softmax(logits.float(), -1) - penalty.repeat_interleave(width, 0).to(
+        logits.device
+    )
+    return x, torch.logsumexp(x, -1)
+
+
 def branch(seq: Sequence) -> Sequence:
     """A new sequence with the same tokens, text and timings, and no KV cache of its own yet."""
     copy = Sequence(seq.request_id, list(seq.token_ids), seq.params, text=seq.text, score=seq.score)
     copy.num_prompt_tokens, copy.num_cached_tokens = seq.num_prompt_tokens, seq.num_cached_tokens
+    copy.raw_text = seq.raw_text
     copy.arrival_time, copy.first_token_time = seq.arrival_time, seq.first_token_time
     return copy
 

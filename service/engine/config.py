@@ -18,3 +18,6 @@ class EngineConfig:
     max_prefill_tokens_while_decoding: int = 128
     max_waiting: int = 128  # queued requests past which new ones are refused
     num_threads: int | None = None  # torch CPU threads; None = all cores
+    # Replay decode steps from CUDA graphs captured at start-up, one per bucketed batch size
+    # (CUDA with the Triton kernels only; prefill and mixed steps always run eagerly).
+    cuda_graphs: bool = True

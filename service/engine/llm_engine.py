@@ -33,7 +33,13 @@ class LLMEngine:
         vocab_strings = [self.tokenizer.decode([i]) for i in range(self.tokenizer.get_vocab_size())]
         self.sampler = Sampler(ForcedPrefixIndex(vocab_strings, self.stop_token_ids))
         self.outputs = OutputProcessor(self.tokenizer, self.stop_token_ids, self.max_positions)
-        self.beam_search = BeamSearch(self.scheduler, self.block_manager, self.runner, self.outputs)
+        self.beam_search = BeamSearch(
+            self.scheduler,
+            self.block_manager,
+            self.runner,
+            self.outputs,
+            self.sampler.forced_prefix_index,
+        )
         self.seqs: dict[str, Sequence] = {}
 
     @property

@@ -4,7 +4,9 @@ import os
 
 import torch
 
+from kernels.dispatch import use_triton
 from service.engine.config import EngineConfig
+from service.engine.cuda_graphs import DecodeGraphs
 from service.engine.scheduler import ScheduledChunk
 from service.models.attention import AttentionMetadata
 from service.models.loader import load_model
@@ -21,6 +23,7 @@ class ModelRunner:
         self.model = load_model(config.model_path, device=self.device, dtype=self.dtype)
         self.model.eval()
         self.num_blocks = self._allocate_kv_cache(config.kv_cache_mb)
+        self.decode_graphs = self._capture_decode_graphs(config)
 
     def _allocate_kv_cache(self, kv_cache_mb: int) -> int:
         layers = self.model.attention_layers()
@@ -32,6 +35,19 @@ class ModelRunner:
             layer.v_cache = torch.zeros(num_blocks, *shape, dtype=self.dtype, device=self.device)
         return num_blocks
 
+    def _capture_decode_graphs(self, config: EngineConfig) -> DecodeGraphs | None:
+        # Capture needs a forward pass without host syncs: the Triton kernels, not the torch
+        # reference (which reads lengths and tables on the host).
+        weight = next(self.model.parameters())
+        if not (config.cuda_graphs and weight.is_cuda and use_triton(weight)):
+            return None
+        max_blocks_per_seq = -(-self.model.max_positions // self.block_size)
+        graphs = DecodeGraphs(
+            self.model, config.max_num_seqs, max_blocks_per_seq, self.block_size, self.device
+        )
+        graphs.capture()
+        return graphs
+
     @torch.inference_mode()
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy whole KV blocks (source, destination) in every layer: a forked beam's last block."""
@@ -41,10 +57,15 @@ class ModelRunner:
             layer.k_cache[dst] = layer.k_cache[src]
             layer.v_cache[dst] = layer.v_cache[src]
 
-    @torch.inference_mode()
     def run(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
         """Compute the chunks' K/V; return float32 logits (on the model's device) for the chunks
-        that complete their sequence."""
+        that complete their sequence. Decode steps replay a CUDA graph where one was captured."""
+        if self.decode_graphs is not None and self.decode_graphs.fits(chunks):
+            return self.decode_graphs.run(chunks)
+        return self.run_eager(chunks)
+
+    @torch.inference_mode()
+    def run_eager(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
         input_ids, positions, meta, last_rows = self._prepare(chunks)
         hidden = self.model(input_ids, positions, meta)
         if not last_rows:

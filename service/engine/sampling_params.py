@@ -31,6 +31,10 @@ class SamplingParams:
     length_penalty: float = 1.0
     early_stopping: bool | Literal["never"] = False
     allowed_tokens: AllowedTokens | None = None  # per-beam constraint hook (beam search only)
+    # Diverse beam search: num_beams split into groups searched in turn, each group's log-probs
+    # lowered by diversity_penalty per earlier group's choice of the same token at that step.
+    num_beam_groups: int = 1
+    diversity_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -41,8 +45,17 @@ class SamplingParams:
             raise ValueError("top_p must be in (0, 1]")
         if self.num_beams < 1:
             raise ValueError("num_beams must be at least 1")
-        if self.beam_search and (not self.greedy or self.forced_prefix):
-            raise ValueError("beam search takes neither a temperature nor a forced prefix")
+        if self.beam_search and not self.greedy:
+            raise ValueError("beam search is deterministic: send temperature 0 with num_beams")
+        if self.num_beam_groups < 1 or self.num_beams % self.num_beam_groups:
+            raise ValueError(
+                f"num_beam_groups must divide num_beams ({self.num_beams} beams, "
+                f"{self.num_beam_groups} groups)"
+            )
+        if self.diversity_penalty < 0:
+            raise ValueError("diversity_penalty must be >= 0")
+        if self.diversity_penalty > 0 and self.num_beam_groups < 2:
+            raise ValueError("diversity_penalty needs num_beam_groups of 2 or more")
 
     @property
     def beam_search(self) -> bool:

@@ -37,12 +37,14 @@ class Prompt:
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer: Tokenizer, budget: Budget, context_tokens: int):
+    def __init__(
+        self, tokenizer: Tokenizer, budget: Budget, context_tokens: int, fim_order: str = "psm"
+    ):
         # A copy that encodes special-token names in user text as plain text (see fim.py).
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.encode_special_tokens = True
         self.tokenizer_with_specials = tokenizer
-        self.renderer = FimRenderer.for_tokenizer(tokenizer)
+        self.renderer = FimRenderer.for_tokenizer(tokenizer, fim_order)
         self.budget = budget
         self.context_tokens = context_tokens  # the model's positions: prompt + new tokens
 

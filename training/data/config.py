@@ -163,9 +163,17 @@ def set_value(cfg: DataConfig, dotted: str, raw: str) -> None:
     setattr(target, name, value)
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config; a `base: other.yaml` key (beside it) supplies the sections it leaves out."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if base := raw.pop("base", None):
+        raw = {**read_yaml(Path(path).parent / base), **raw}
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> DataConfig:
     """Read the data sections of a YAML config (other sections belong to later stages)."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    raw = read_yaml(path) if path else {}
     names = {f.name for f in dataclasses.fields(DataConfig)}
     cfg = build(DataConfig, {k: v for k, v in (raw or {}).items() if k in names})
     for item in overrides:

@@ -3,6 +3,9 @@
 The completion ends at EOS, a client stop string or max_tokens, unless the request opts into
 code-aware stopping with our `stop_mode` field. `suffix` is accepted and rendered as a FIM prompt
 for the served model's family. Any `model` name is accepted: one model is served.
+
+Beam search (our `num_beams` and its knobs): one engine request of max(n, num_beams) beams per
+prompt whose best distinct candidates are the n choices; greedy only, one prompt, not streamed.
 """
 
 import time
@@ -10,9 +13,10 @@ import uuid
 
 from service.api.completion_runner import Completion, Delta, Job
 from service.api.dependencies import Serving
-from service.api.dialects.sampling import check_limits, sampling_params
+from service.api.dialects.sampling import check_limits, sampling_params, with_beams
 from service.api.errors import ApiError
 from service.api.schemas import (
+    BEAM_KNOBS,
     OpenAIChoice,
     OpenAICompletionRequest,
     OpenAICompletionResponse,
@@ -35,6 +39,10 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -
     if not any(p.strip() for p in body.prompts) and not suffix.strip():
         raise ApiError(400, "the prompt is empty: send some text to complete", "prompt")
     completion_id = f"cmpl-{uuid.uuid4()}"
+    if body.num_beams > 1:
+        return [beam_job(body, serving, session, max_tokens, suffix, completion_id)]
+    if knobs := sorted(set(BEAM_KNOBS) & body.model_fields_set):
+        raise ApiError(400, f"{knobs[0]} applies to beam search: send num_beams > 1", knobs[0])
     result = []
     for text in body.prompts:
         prompt = serving.builder.build(CompletionInput(prefix=text, suffix=suffix), max_tokens)
@@ -59,6 +67,52 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -
                 )
             )
     return result
+
+
+def beam_job(
+    body: OpenAICompletionRequest,
+    serving: Serving,
+    session: str | None,
+    max_tokens: int,
+    suffix: str,
+    completion_id: str,
+) -> Job:
+    """One beam search whose n best distinct candidates are the choices."""
+    if len(body.prompts) > 1:
+        raise ApiError(400, "num_beams takes one prompt: send one request per prompt", "prompt")
+    if body.stream:
+        raise ApiError(
+            400,
+            "num_beams cannot stream: beam search ranks whole completions, so nothing is final "
+            "before it ends; send stream false",
+            "stream",
+        )
+    prompt = serving.builder.build(
+        CompletionInput(prefix=body.prompts[0], suffix=suffix), max_tokens
+    )
+    params = sampling_params(
+        prompt,
+        max_tokens=max_tokens,
+        temperature=body.temperature or 0.0,
+        top_p=1.0,
+        seed=None,
+        stop=body.stops,
+        stop_mode=body.stop_mode,
+    )
+    params = with_beams(
+        params,
+        serving.settings,
+        max(body.n, body.num_beams),
+        **{knob: getattr(body, knob) for knob in BEAM_KNOBS},
+    )
+    return Job(
+        request_id=f"{completion_id}-0",
+        prompt=prompt,
+        params=params,
+        session_id=session,
+        drop_overlap=body.stop_mode != "none",
+        num_choices=body.n,
+    )
 
 
 def completion_id(jobs: list[Job]) -> str:

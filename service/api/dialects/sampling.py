@@ -1,5 +1,7 @@
 """Sampling parameters for a prompt, under the server's limits on what a request may ask."""
 
+import dataclasses
+
 from service.api.errors import ApiError
 from service.engine import SamplingParams
 from service.prompt.builder import Prompt
@@ -40,3 +42,27 @@ def sampling_params(
         forced_prefix=prompt.forced_prefix,
         stop_rule=make_stop_rule(stop_mode, prompt.prefix, prompt.suffix),
     )
+
+
+def with_beams(
+    params: SamplingParams, settings: Settings, num_beams: int, **knobs
+) -> SamplingParams:
+    """`params` as a beam search of `num_beams` beams; `knobs` are SamplingParams' other beam
+    fields. Beam search is greedy: a temperature is refused rather than ignored."""
+    if num_beams > settings.max_num_beams:
+        raise ApiError(
+            400,
+            f"{num_beams} beams asked (the larger of num_beams and n); this server allows at "
+            f"most {settings.max_num_beams}",
+            "num_beams",
+        )
+    if not params.greedy:
+        raise ApiError(
+            400,
+            "beam search is deterministic: send temperature 0, or leave it out, with num_beams",
+            "temperature",
+        )
+    try:
+        return dataclasses.replace(params, num_beams=num_beams, **knobs)
+    except ValueError as error:
+        raise ApiError(400, str(error), "num_beams") from None

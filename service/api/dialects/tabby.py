@@ -4,13 +4,14 @@ Defaults: the prefix is clipped to its last 1536 characters (whole lines), 64 ne
 code-aware stopping ("auto"). Temperature: Tabby's agent sends none and Tabby's server samples
 at 0.1; we decode greedily at or below 0.1, which is nearly the same distribution's mode and
 makes a keystroke's suggestion deterministic (and so cacheable and reusable across requests).
+Our `num_beams` extension makes the choice the best of a beam search (greedy temperatures only).
 """
 
 import uuid
 
 from service.api.completion_runner import Completion, Job
 from service.api.dependencies import Serving
-from service.api.dialects.sampling import check_limits, sampling_params
+from service.api.dialects.sampling import check_limits, sampling_params, with_beams
 from service.api.errors import ApiError
 from service.api.schemas import (
     TabbyChoice,
@@ -70,6 +71,8 @@ def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | No
         stop=[],
         stop_mode=body.stop_mode,
     )
+    if body.num_beams > 1:
+        params = with_beams(params, serving.settings, body.num_beams)
     return Job(
         request_id=f"cmpl-{uuid.uuid4()}",
         prompt=prompt,

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# What a lent GPU machine runs, in calls of at most ten minutes (docs/benchmarks.md), by $STAGES:
+#   always: the kernels' and models' tests, compiled on CUDA (in the background, beside training),
+#   train:  $CONFIG's training run, sized to TRAIN_SECONDS by a 40-step pilot (unless
+#           PILOT_STEPS=0), and its weights (no optimizer state: it would not fit the way back)
+#           as split archives,
+#   bench:  the kernel benchmark on the then idle GPU,
+#   engine: the CUDA-graph and determinism benchmarks.
+# Inputs: the packed data in $DATA_IN (train.bin.xz, val.bin, meta.json, tokenizer files), Python
+# wheels the image lacks in $WHEELS. Everything it reports lands in $OUT.
+set -u
+OUT=${OUT:-/tmp/gpu-session}
+DATA_IN=${DATA_IN:-.gpu}
+WHEELS=${WHEELS:-.whl}
+STAGES=${STAGES:-"train bench engine"}
+TRAIN_SECONDS=${TRAIN_SECONDS:-300}
+BENCH_SECONDS=${BENCH_SECONDS:-100}
+BENCH_ARGS=${BENCH_ARGS-"--quick"}  # empty: the full shape grid
+CONFIG=${CONFIG:-training/configs/default.yaml}
+RUN=${RUN:-runs/default-model}  # the config's train.out_dir
+PILOT_STEPS=${PILOT_STEPS:-40}  # 0: train the config's steps as they are
+TESTS=${TESTS:-1}
+DATA=data/default-model
+mkdir -p "$OUT" "$RUN" "$DATA" /tmp/logs
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+start=$SECONDS
+stamp() { echo "[$((SECONDS - start)) s] $*"; }
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl
+export PYTHONPATH=/tmp/site
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+run_tests() {  # the kernels' and models' tests that exist, compiled on CUDA
+    local files=()
+    for f in tests/test_kernels_attention.py tests/test_kernels_beam.py tests/test_cuda_graphs.py \
+        tests/test_models.py; do [ -f "$f" ] && files+=("$f"); done
+    # (the one test left out compares with `transformers` on the CPU in a way its versions differ)
+    timeout 240 python3 -m pytest -q -p no:cacheprovider "${files[@]}" -k "not scattered_blocks" \
+        > /tmp/logs/tests.log 2>&1
+    echo "exit $?" >> /tmp/logs/tests.log
+}
+
+size_run() {  # steps that fill TRAIN_SECONDS at the pilot's speed: 70% random FIM, 30% structured
+    python3 - "$RUN/metrics.jsonl" "$TRAIN_SECONDS" "$CONFIG" <<'PY'
+import json, statistics, sys, yaml
+metrics, seconds, config = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+rows = [json.loads(line) for line in open(metrics) if '"tok_per_s"' in line][10:]
+step_s = statistics.median(r["tokens"] / r["step"] / r["tok_per_s"] for r in rows)
+steps = int(seconds * 0.9 / step_s)
+cfg = yaml.safe_load(open(config))
+cfg["curriculum"]["random_fim"]["steps"] = int(steps * 0.7)
+cfg["curriculum"]["structured_fim"]["steps"] = steps - int(steps * 0.7)
+yaml.safe_dump(cfg, open(config, "w"), sort_keys=False)
+print(steps)
+PY
+}
+
+pack_weights() {  # model weights and metrics; the optimizer state would not fit the way back
+    python3 - "$RUN" <<'PY'
+import sys, torch
+ckpt = torch.load(f"{sys.argv[1]}/ckpt.pt", map_location="cpu", weights_only=False)
+for key in ("optimizer", "scheduler", "torch_rng"):
+    ckpt.pop(key)
+torch.save(ckpt, f"{sys.argv[1]}/weights.pt")
+PY
+    tar czf - -C "$RUN" weights.pt metrics.jsonl learning_curve.png | split -b 15M - "$OUT/run.tgz."
+    cp $CONFIG "$OUT/default.yaml"
+}
+
+[ "$TESTS" = 1 ] && run_tests &
+tests=$!
+if [[ $STAGES == *train* ]]; then
+    cp "$DATA_IN"/{val.bin,meta.json,tokenizer.json,tokenizer_config.json,special_tokens_map.json} "$DATA"/
+    xz -d -T0 -c "$DATA_IN/train.bin.xz" > "$DATA/train.bin"
+    stamp "data ready: $(du -h "$DATA/train.bin" | cut -f1); pilot of $PILOT_STEPS steps"
+    if [ "$PILOT_STEPS" -gt 0 ]; then
+        # The pilot stays inside warmup, so its steps are the run's own first steps: the run resumes.
+        python3 -m training train --config $CONFIG --until-step $PILOT_STEPS --set train.log_every=1 \
+            > /tmp/logs/train.log 2>&1
+        stamp "training $(size_run) steps"
+    fi
+    timeout $((TRAIN_SECONDS + 90)) python3 -m training train --config $CONFIG >> /tmp/logs/train.log 2>&1
+    stamp "training done: $(tail -c 300 /tmp/logs/train.log | tr '\r' '\n' | tail -1)"
+fi
+wait $tests
+[ "$TESTS" = 1 ] && stamp "tests: $(tail -2 /tmp/logs/tests.log | tr '\n' ' ')"
+if [[ $STAGES == *bench* ]]; then
+    timeout "$BENCH_SECONDS" python3 benchmarks/bench_kernels.py $BENCH_ARGS > /tmp/logs/bench_kernels.md 2>&1
+    stamp "kernel benchmark done"
+fi
+if [[ $STAGES == *engine* ]]; then
+    timeout 45 python3 benchmarks/bench_cuda_graphs.py > /tmp/logs/bench_cuda_graphs.md 2>&1
+    timeout 90 python3 -m benchmarks.determinism --families gpt2 --trials 2 > /tmp/logs/determinism.md 2>&1
+    stamp "engine benchmarks done"
+fi
+[[ $STAGES == *train* ]] && pack_weights
+tar czf "$OUT/logs.tgz" -C /tmp logs
+stamp "packed: $(ls "$OUT" | tr '\n' ' ')"

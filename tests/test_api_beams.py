@@ -1,0 +1,158 @@
+"""Beam search over real HTTP: the server process (`python -m service serve`) on a tiny random
+checkpoint, the `openai` client's `extra_body`, and the refusals a plugin author can act on.
+
+Expected choices come from an engine in this process on the same checkpoint, given the prompt the
+server builds (same builder, same budget): the server must return the engine's ranked candidates.
+"""
+
+import httpx
+import openai
+import pytest
+
+from service.engine import EngineConfig, LLMEngine, SamplingParams
+from service.prompt.builder import CompletionInput, Prompt, PromptBuilder
+from service.prompt.window import Budget
+from service.settings import Settings
+from tests.service_process import running_server
+from tests.tiny_checkpoints import build_checkpoint
+
+PROMPT = "def fibonacci(n):\n    if n < 2:\n        return n\n"
+PROMPTS = [PROMPT, "import os\n\nclass Config:\n", "for i in range(10):\n", "x = 1"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return build_checkpoint(tmp_path_factory.mktemp("gpt2"), "gpt2", n_positions=512)
+
+
+@pytest.fixture(scope="module")
+def base_url(checkpoint):
+    with running_server(checkpoint, "--device", "cpu", "--num-threads", "1") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(base_url):
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint):
+    return LLMEngine(EngineConfig(model_path=checkpoint, num_threads=1))
+
+
+def server_prompt(engine: LLMEngine, request: CompletionInput, max_tokens: int) -> Prompt:
+    settings = Settings()
+    budget = Budget(settings.prefix_tokens, settings.suffix_tokens, settings.snippet_tokens)
+    builder = PromptBuilder(engine.tokenizer, budget, context_tokens=engine.max_positions)
+    return builder.build(request, max_tokens)
+
+
+def run(engine: LLMEngine, prompt: Prompt, params: SamplingParams) -> list[str]:
+    """The engine's result texts: ranked distinct candidates, or the one sampled text."""
+    engine.add_request("expected", prompt.token_ids, params)
+    seq = engine.seqs["expected"]
+    while engine.has_work():
+        engine.step()
+    return [c.text for c in seq.candidates] or [seq.text]
+
+
+def expected_candidates(engine, text: str, max_tokens: int, **beam) -> list[str]:
+    prompt = server_prompt(engine, CompletionInput(prefix=text), max_tokens)
+    params = SamplingParams(max_tokens=max_tokens, forced_prefix=prompt.forced_prefix, **beam)
+    return run(engine, prompt, params)
+
+
+def test_openai_client_n_best_beams(client, engine):
+    """n=3 of a 4-beam search: one engine job, its three best distinct candidates in rank order."""
+    response = client.completions.create(
+        model="any", prompt=PROMPT, max_tokens=8, n=3, extra_body={"num_beams": 4}
+    )
+    texts = [c.text for c in response.choices]
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    assert len(set(texts)) == 3
+    assert texts == expected_candidates(engine, PROMPT, 8, num_beams=4)[:3]
+    assert response.usage.completion_tokens > 0
+
+
+def test_openai_client_diverse_beams(client, engine):
+    beam = {"num_beams": 4, "num_beam_groups": 2, "diversity_penalty": 1.5}
+    response = client.completions.create(
+        model="any", prompt=PROMPT, max_tokens=6, n=4, temperature=0, extra_body=beam
+    )
+    expected = expected_candidates(engine, PROMPT, 6, **beam)
+    assert [c.text for c in response.choices] == expected[:4]
+
+
+def test_n_larger_than_num_beams_widens_the_search(base_url, engine):
+    body = {"prompt": PROMPT, "max_tokens": 6, "n": 4, "num_beams": 2, "length_penalty": 0.5}
+    choices = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60).json()["choices"]
+    expected = expected_candidates(engine, PROMPT, 6, num_beams=4, length_penalty=0.5)
+    assert [c["text"] for c in choices] == expected[:4]
+
+
+def test_a_beam_request_never_gets_the_greedy_cached_answer(base_url, engine):
+    """The same prompt asked greedily first (and so cached), then with beams."""
+    for text in PROMPTS:  # one where the best beam and the greedy path differ
+        greedy = expected_candidates(engine, text, 8)[0]
+        best_beam = expected_candidates(engine, text, 8, num_beams=4)[0]
+        if greedy != best_beam:
+            break
+    else:
+        pytest.fail("no prompt where beam search and greedy decoding differ")
+    url, body = f"{base_url}/v1/completions", {"prompt": text, "max_tokens": 8, "temperature": 0}
+    assert httpx.post(url, json=body, timeout=60).json()["choices"][0]["text"] == greedy
+    assert httpx.post(url, json=body, timeout=60).json()["choices"][0]["text"] == greedy  # cached
+    beam = httpx.post(url, json={**body, "num_beams": 4}, timeout=60).json()
+    assert [c["text"] for c in beam["choices"]] == [best_beam]
+
+
+def test_code_aware_stopping_and_stop_strings_apply_to_every_beam(base_url):
+    url = f"{base_url}/v1/completions"
+    # Code after the cursor on its line: single-line completions.
+    body = {"prompt": "x = ", "suffix": " # sum\n", "stop_mode": "auto", "max_tokens": 12}
+    choices = httpx.post(url, json={**body, "n": 4, "num_beams": 4}, timeout=60).json()["choices"]
+    assert choices and all("\n" not in c["text"] for c in choices)
+    body = {"prompt": PROMPT, "max_tokens": 12, "stop": ["\n"], "n": 4, "num_beams": 4}
+    choices = httpx.post(url, json=body, timeout=60).json()["choices"]
+    assert len(choices) > 1 and all("\n" not in c["text"] for c in choices)
+
+
+def test_tabby_num_beams_returns_the_best_beam(base_url, engine):
+    segments = {"prefix": PROMPT, "suffix": "\n"}
+    body = {"language": "python", "segments": segments, "stop_mode": "none", "num_beams": 3}
+    response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60).json()
+    request = CompletionInput(prefix=PROMPT, suffix="\n", language="python")
+    prompt = server_prompt(engine, request, 64)
+    params = SamplingParams(max_tokens=64, forced_prefix=prompt.forced_prefix, num_beams=3)
+    assert response["choices"] == [{"index": 0, "text": run(engine, prompt, params)[0]}]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"num_beams": 4, "temperature": 0.7}, "temperature", "send temperature 0"),
+        ({"num_beams": 9}, "num_beams", "at most 8"),
+        ({"num_beams": 2, "n": 9}, "n", "at most 8"),
+        ({"num_beams": 4, "stream": True}, "stream", "cannot stream"),
+        ({"num_beams": 4, "num_beam_groups": 3}, "num_beams", "must divide"),
+        ({"num_beams": 4, "diversity_penalty": 1.0}, "num_beams", "num_beam_groups of 2"),
+        ({"length_penalty": 2.0}, "length_penalty", "send num_beams > 1"),
+        ({"num_beams": 2, "prompt": ["a", "b"]}, "prompt", "one prompt"),
+        ({"num_beams": 0}, "num_beams", "greater than or equal to 1"),
+        ({"num_beams": "4"}, "num_beams", "valid integer"),
+    ],
+)
+def test_refusals(base_url, fields, param, message):
+    body = {"prompt": PROMPT, "max_tokens": 4, **fields}
+    response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and message in error["message"]
+
+
+def test_tabby_refuses_a_temperature_with_beams(base_url):
+    segments = {"prefix": PROMPT}
+    body = {"segments": segments, "num_beams": 2, "temperature": 0.8}
+    response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60)
+    assert response.status_code == 400 and "temperature" in response.json()["error"]["message"]
