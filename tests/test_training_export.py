@@ -99,3 +99,7 @@ def test_half_precision_export_and_fine_tuning_from_it(tmp_path, data_dir):
     start = torch.load(tmp_path / "tune" / "ckpt.pt", weights_only=False)["model"]
     for name, weight in exported.state_dict().items():
         torch.testing.assert_close(start[name], weight, atol=1e-6, rtol=0)
+    tuned_out = export(tuned, str(tmp_path / "hf-tuned"))
+    summary = json.loads((tuned_out / "training_summary.json").read_text())
+    assert summary["steps"] == 1 and summary["init_from"]["steps"] == 8
+    assert "Then, from that model: 1 steps" in (tuned_out / "README.md").read_text()

@@ -19,6 +19,7 @@ import torch
 from tokenizers import Tokenizer
 
 from training.config import PhaseConfig, SourceSpec
+from training.corruption import ErrorCorrectionTransform
 from training.fim import FimTransform
 
 IGNORE_INDEX = -100
@@ -75,14 +76,17 @@ class Curriculum:
         self.block_size = block_size
         self.seed = seed
         self.fim = {name: FimTransform(tokenizer, p.fim) for name, p in phases.items()}
+        self.objectives = {name: ErrorCorrectionTransform(fim) for name, fim in self.fim.items()}
         self.pad = self.fim[next(iter(phases))].sentinels.pad
         # FIM adds three sentinels per document and re-tokenizing shifts its length a little: a
         # FIM phase reads a window that still fits the block afterwards. A window read past the
         # block would be cut at its end, and the end of a FIM example is its middle: short
         # middles (one line) would be cut off entirely, and with them the objective an editor needs.
+        # Error-correction examples are never longer than FIM's, so the same slack serves them.
         slack = min(FIM_SLACK, block_size // 4)
         self.windows = {
-            name: block_size + 1 - (slack if p.fim.rate > 0 else 0) for name, p in phases.items()
+            name: block_size + 1 - (slack if p.fim.rate + p.fim.error_correction_rate > 0 else 0)
+            for name, p in phases.items()
         }
 
     def phase_at(self, step: int) -> str:
@@ -106,7 +110,7 @@ class Curriculum:
     def sample(self, step: int, index: int) -> np.ndarray:
         """block_size + 1 tokens; padding (where FIM left room) is IGNORE_INDEX."""
         window, rng = self.window_at(step, index)
-        tokens = self.fim[self.phase_at(step)](window, rng)[: self.block_size + 1]
+        tokens = self.objectives[self.phase_at(step)](window, rng)[: self.block_size + 1]
         return np.pad(tokens, (0, self.block_size + 1 - len(tokens)), constant_values=IGNORE_INDEX)
 
     def batch(self, step: int, indices: range) -> tuple[torch.Tensor, torch.Tensor]:

@@ -39,9 +39,11 @@ def save_tokenizer(tokenizer_file: Path, out: Path, max_length: int, fim_order: 
     )
 
 
-def training_summary(ckpt: dict, n_params: int) -> dict:
+def training_summary(ckpt: dict, n_params: int, base: dict | None) -> dict:
+    """What this run did; `base` is the summary of the model it started from (train.init_from)."""
     t = ckpt["config"]["train"]
     return {
+        "init_from": base,
         "steps": ckpt["step"],
         "tokens": ckpt["tokens"],
         "train_hours": round(ckpt["elapsed_s"] / 3600, 3),
@@ -58,6 +60,9 @@ def training_summary(ckpt: dict, n_params: int) -> dict:
 def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
     """Export `train.out_dir/ckpt.pt` to `out_dir` (default `export.out_dir`)."""
     out = Path(out_dir or cfg.export.out_dir)
+    init_from = cfg.train.init_from and Path(cfg.train.init_from) / TRAINING_SUMMARY
+    # Read before writing: a fine-tuned model is often exported over the one it started from.
+    base = json.loads(init_from.read_text()) if init_from and init_from.exists() else None
     out.mkdir(parents=True, exist_ok=True)
     ckpt = torch.load(Path(cfg.train.out_dir) / "ckpt.pt", map_location="cpu", weights_only=False)
     meta = read_meta(cfg.data.out)
@@ -78,7 +83,9 @@ def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
         pad_token_id=meta["eot_id"],
     ).save_pretrained(out)
     n_params = sum(p.numel() for p in model.parameters())
-    (out / TRAINING_SUMMARY).write_text(json.dumps(training_summary(ckpt, n_params), indent=2))
+    (out / TRAINING_SUMMARY).write_text(
+        json.dumps(training_summary(ckpt, n_params, base), indent=2)
+    )
     curve = Path(cfg.train.out_dir) / "learning_curve.png"
     if curve.exists():
         shutil.copy(curve, out / "learning_curve.png")
@@ -115,6 +122,27 @@ def eval_table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def compute_lines(summary: dict) -> str:
+    """One paragraph per training stage, the first stage first."""
+    earlier = (
+        compute_lines(summary["init_from"]) + "\n\nThen, from that model: "
+        if summary.get("init_from")
+        else ""
+    )
+    where = (
+        summary["device"]
+        if summary["device"].startswith("cuda")
+        else f"{summary['device']} ({summary['threads_per_process']} thread(s))"
+    )
+    phases = ", ".join(
+        f"{name} ({phase['steps']} steps)" for name, phase in summary["curriculum"].items()
+    )
+    return (
+        f"{earlier}{summary['steps']:,} steps, {summary['tokens']:,} tokens ({summary['tokens_per_step']:,} a step), "
+        f"{summary['train_hours']} hours on {summary['processes']} × {where}. Curriculum: {phases}."
+    )
+
+
 def write_model_card(out: Path, cfg: RunConfig) -> None:
     summary = json.loads((out / TRAINING_SUMMARY).read_text())
     meta = read_meta(cfg.data.out)
@@ -139,9 +167,7 @@ tokens from {len(meta["val_repos"])} held-out repositories. What the filters rem
 
 ## Compute
 
-{summary["steps"]:,} steps, {summary["tokens"]:,} tokens ({summary["tokens_per_step"]:,} a step), {summary["train_hours"]} hours
-on {summary["device"]} ({summary["processes"]} process(es) × {summary["threads_per_process"]} thread(s)).
-Curriculum: {", ".join(f"{name} ({phase['steps']} steps)" for name, phase in summary["curriculum"].items())}.
+{compute_lines(summary)}
 
 ![learning curve](learning_curve.png)
 

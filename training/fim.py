@@ -24,6 +24,9 @@ class FimConfig:
     spm_rate: float = 0.5  # of those, the fraction in SPM order
     structured_rate: float = 0.0  # of those, the fraction whose hole is a tree-sitter span
     span_kinds: tuple[str, ...] = SPAN_KINDS
+    # fraction of document pieces turned into error-correction examples (training/corruption.py)
+    # instead of going to FIM; FIM's rate applies to the rest
+    error_correction_rate: float = 0.0
 
 
 @dataclass(frozen=True)
