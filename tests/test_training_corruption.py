@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ import pytest
 
 from tests.test_training_fim import split_fim
 from tests.training_helpers import SAMPLE_CODE, make_tokenizer, python_sources
-from training.config import PhaseConfig
+from training.config import PhaseConfig, load_config
 from training.corruption import (
     CORRUPTIONS,
     MARKER,
@@ -39,7 +40,7 @@ def test_each_corruption_changes_a_line_and_the_fixed_file_compiles(kind):
     for source in sources:
         compile(source, "fixed.py", "exec")
         lines, names = code_lines(source)
-        for line in lines:
+        for line in lines[:80]:  # re-parsing each broken module is the slow part
             corrupted = CORRUPTIONS[kind](line, names, np.random.default_rng(line.start))
             if corrupted is None:
                 continue
@@ -66,6 +67,18 @@ def test_corrupted_lines_are_code_lines():
     assert not any(text.strip() == "" or text.lstrip().startswith("#") for text in texts)
     commented, _ = code_lines("x = 1\ny = f(x)  # note\nz = '''a\nb(c)'''\nw = g(x)\n")
     assert [line.text for line in commented] == ["w = g(x)"]
+
+
+def test_pieces_cut_inside_a_docstring_keep_its_prose_out():
+    """Windows are cut at random tokens: a piece may start or end inside a docstring."""
+    starts_inside = (
+        'a docstring, with words(like this)\n    and prose: here\n    """\n    return f(x)\n'
+    )
+    ends_inside = (
+        'x = 1\ndef f(x):\n    y = g(x)\n    """Unfinished\n    doc(with words)\n    if so: said\n'
+    )
+    assert [line.text for line in code_lines(starts_inside)[0]] == ["    return f(x)"]
+    assert [line.text for line in code_lines(ends_inside)[0]] == ["def f(x):", "    y = g(x)"]
 
 
 def corruptions_of(text: str, seeds: range) -> list:
@@ -130,28 +143,22 @@ def test_example_keeps_the_broken_line_above_the_hole_and_targets_the_fix(tokeni
 
 def test_rate_zero_gives_the_samples_of_a_curriculum_without_the_option(tokenizer):
     ids = np.asarray(tokenizer.encode("\n".join(python_sources())).ids)
+
+    def curriculum(fim: FimConfig) -> Curriculum:
+        phases = {"fim": PhaseConfig(10, fim)}
+        return Curriculum(phases, {"pretrain": ids}, tokenizer, block_size=128, seed=3)
+
     fim = FimConfig(rate=0.5, spm_rate=0.5, structured_rate=0.5)
-    phases = {"fim": PhaseConfig(10, fim)}
-    curriculum = Curriculum(phases, {"pretrain": ids}, tokenizer, block_size=128, seed=3)
     plain_fim = FimTransform(tokenizer, fim)  # what Curriculum.sample did before the option
-    with_corrections = Curriculum(
-        {
-            "fim": PhaseConfig(
-                10, FimConfig(rate=0.5, structured_rate=0.5, error_correction_rate=0.5)
-            )
-        },
-        {"pretrain": ids},
-        tokenizer,
-        block_size=128,
-        seed=3,
-    )
+    off = curriculum(dataclasses.replace(fim, error_correction_rate=0.0))
+    on = curriculum(dataclasses.replace(fim, error_correction_rate=0.5))
     differs = 0
     for index in range(30):
-        window, rng = curriculum.window_at(0, index)
+        window, rng = off.window_at(0, index)
         before = plain_fim(window, rng)[:129]
         before = np.pad(before, (0, 129 - len(before)), constant_values=IGNORE_INDEX)
-        assert np.array_equal(curriculum.sample(0, index), before)
-        differs += not np.array_equal(with_corrections.sample(0, index), before)
+        assert np.array_equal(off.sample(0, index), before)
+        differs += not np.array_equal(on.sample(0, index), before)
     assert differs > 5
 
 
@@ -201,3 +208,13 @@ def test_rate_is_respected_per_document(tokenizer):
     fims = sum("<fim_prefix>" in t and MARKER not in t for t in texts) / 400
     assert 0.24 < corrections < 0.36
     assert 0.29 < fims < 0.41  # FIM's rate applies to the documents left: 0.5 * 0.7
+
+
+def test_the_option_is_read_from_a_phase_of_the_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "curriculum:\n  fix: {steps: 3, fim: {rate: 0.5, error_correction_rate: 0.2}}\n"
+    )
+    fim = load_config(path).curriculum["fix"].fim
+    assert (fim.rate, fim.error_correction_rate) == (0.5, 0.2)
+    assert FimConfig().error_correction_rate == 0.0  # existing configs are unchanged

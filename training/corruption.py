@@ -27,14 +27,14 @@ the same piece would be, so `Curriculum`'s FIM slack keeps it whole, fix include
 
 import keyword
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import tree_sitter_python
-from tree_sitter import Language, Node, Parser, Tree
+from tree_sitter import Tree
 
 from training.fim import FimTransform
+from training.spans import PARSER, walk
 
 MARKER = "# fix-line: "
 CLOSING_BRACKETS = (")", "]", "}")
@@ -42,8 +42,6 @@ COMPOUND_KEYWORDS = (
     "def", "class", "if", "elif", "else", "for", "while", "with", "try", "except", "finally",
     "async", "match", "case",
 )  # fmt: skip
-
-_PARSER = Parser(Language(tree_sitter_python.language()))
 
 
 @dataclass(frozen=True)
@@ -149,34 +147,29 @@ CORRUPTIONS: dict[str, Corruption] = {
 }
 
 
-def _walk(node: Node) -> Iterator[Node]:
-    stack = [node]
-    while stack:
-        node = stack.pop()
-        yield node
-        stack.extend(node.children)
-
-
 def _errors(tree: Tree) -> int:
-    return sum(node.is_error or node.is_missing for node in _walk(tree.root_node))
+    return sum(node.is_error or node.is_missing for node in walk(tree.root_node))
 
 
 def _parse(source: bytes) -> Tree:
     """The piece without its first row, which may be a cut one (its `we'll` would open a string
     to the end). And a piece cut from the token stream may start or end inside a docstring, whose
-    prose would parse as code, or swallow the code after it: of the readings with the string
-    reopened at the start and/or closed at the end, the one with the fewest errors is kept, each
-    added quote counting as two errors (a piece cut mid-expression has an error or two anyway,
-    which reading all of it as one string would hide)."""
+    prose would parse as code, or swallow the code after it. An odd number of a triple quote says
+    that one string is cut: reopened at the start or closed at the end, whichever parses with
+    fewer errors. An even number may still be both ends cut (a piece of prose): that reading must
+    beat the piece as it is by more than the few errors of a piece cut mid-statement."""
     source = source[source.find(b"\n") :] if b"\n" in source else b""  # rows keep their numbers
-    quotes = (b"", b'"""', b"'''")
-    readings = []
-    for opener in quotes:
-        for closer in quotes:
-            tree = _PARSER.parse(opener + source + closer)
-            penalty = 2 * (bool(opener) + bool(closer))
-            readings.append((_errors(tree) + penalty, len(readings), tree))
-    return min(readings)[2]  # the piece as it is where equal (the first reading)
+    readings = [(b"", b"", 0)]
+    for quote in (b'"""', b"'''"):
+        if source.count(quote) % 2:
+            readings += [(quote, b"", 0), (b"", quote, 0)]
+        else:
+            readings.append((quote, quote, 4))
+    scored = []
+    for opener, closer, penalty in readings:
+        tree = PARSER.parse(opener + source + closer)
+        scored.append((_errors(tree) + penalty, len(scored), tree))
+    return min(scored)[2]  # the first of equals
 
 
 def code_lines(text: str) -> tuple[list[CodeLine], Counter]:
@@ -188,7 +181,7 @@ def code_lines(text: str) -> tuple[list[CodeLine], Counter]:
     if not source.endswith(b"\n"):
         bad.add(len(rows) - 1)  # ... and end mid-line
     names: Counter = Counter()
-    for node in _walk(_parse(source).root_node):
+    for node in walk(_parse(source).root_node):
         (row, col), (end_row, end_col) = node.start_point, node.end_point
         leaf = node.child_count == 0
         # An ERROR node may wrap well-formed code; the tokens it could not place are its leaves.

@@ -14,10 +14,11 @@ from tree_sitter import Language, Node, Parser
 
 SPAN_KINDS = ("line", "rest_of_line", "block", "docstring", "call_args")
 
-_PARSER = Parser(Language(tree_sitter_python.language()))
+PARSER = Parser(Language(tree_sitter_python.language()))
 
 
-def _walk(node: Node) -> Iterator[Node]:
+def walk(node: Node) -> Iterator[Node]:
+    """Every node of a tree-sitter (sub)tree, depth first."""
     stack = [node]
     while stack:
         node = stack.pop()
@@ -36,7 +37,7 @@ def _is_docstring(node: Node) -> bool:
 
 def _syntax_spans(source: bytes) -> dict[str, list[tuple[int, int]]]:
     spans: dict[str, list[tuple[int, int]]] = {"block": [], "docstring": [], "call_args": []}
-    for node in _walk(_PARSER.parse(source).root_node):
+    for node in walk(PARSER.parse(source).root_node):
         if node.type == "block" and node.end_byte - node.start_byte > 1:
             spans["block"].append((node.start_byte, node.end_byte))
         elif node.type == "argument_list" and node.end_byte - node.start_byte > 2:
