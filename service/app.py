@@ -43,6 +43,7 @@ def start_serving(settings: Settings) -> Serving:
             kv_cache_mb=settings.kv_cache_mb,
             max_num_seqs=settings.max_num_seqs,
             max_waiting=settings.max_waiting,
+            max_prefill_tokens_while_decoding=settings.prefill_while_decoding,
             num_threads=settings.num_threads,
         )
     )

@@ -69,6 +69,11 @@ class Settings:
     kv_cache_mb: int = setting(256, "memory for the paged KV cache, all layers together")
     max_num_seqs: int = setting(32, "sequences decoding at once (continuous batching)")
     max_waiting: int = setting(128, "queued requests past which new ones get 503 + Retry-After")
+    prefill_while_decoding: int = setting(
+        128,
+        "prompt tokens prefilled per step while others decode: lower answers the first of many "
+        "cold requests sooner, higher finishes them all sooner (docs/benchmarks.md)",
+    )
     num_threads: int | None = setting(None, "torch CPU threads for the model; all cores when unset")
     prefix_tokens: int = setting(
         1024, "token budget for the code before the cursor (cut at a line boundary)"
