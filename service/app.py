@@ -44,6 +44,7 @@ def start_serving(settings: Settings) -> Serving:
             max_num_seqs=settings.max_num_seqs,
             max_waiting=settings.max_waiting,
             max_prefill_tokens_while_decoding=settings.prefill_while_decoding,
+            speculative_tokens=settings.speculative_tokens,
             num_threads=settings.num_threads,
         )
     )

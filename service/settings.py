@@ -75,6 +75,9 @@ class Settings:
         "cold requests sooner, higher finishes them all sooner (docs/benchmarks.md)",
     )
     num_threads: int | None = setting(None, "torch CPU threads for the model; all cores when unset")
+    speculative_tokens: int = setting(
+        4, "greedy requests draft up to this many tokens a step from their own context; 0 = off"
+    )
     prefix_tokens: int = setting(
         1024, "token budget for the code before the cursor (cut at a line boundary)"
     )

@@ -115,8 +115,9 @@ def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):
 
 
 def test_preemption_when_blocks_run_out(checkpoint, tokenizer, hf_model):
-    # Room for a few sequences only: some are preempted, recomputed, and still exact.
-    engine = make_engine(checkpoint, block_size=4, kv_cache_mb=1)
+    # Room for a few sequences only: some are preempted, recomputed, and still exact. (Without
+    # speculation, whose shorter runs would leave fewer sequences growing at once.)
+    engine = make_engine(checkpoint, block_size=4, kv_cache_mb=1, speculative_tokens=0)
     engine.block_manager.__init__(40, 4)  # shrink to 40 blocks = 160 tokens
     ids = [tokenizer.encode(p).ids[:30] for p in PROMPTS]
     for i, prompt_ids in enumerate(ids):

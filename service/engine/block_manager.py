@@ -74,8 +74,10 @@ class BlockManager:
         return max(0, -(-total // self.block_size) - len(seq.block_table))
 
     def register_full_blocks(self, seq: Sequence) -> None:
-        """Hash the blocks that the last step filled, so later requests can reuse them."""
-        for i in range(len(seq.block_hashes), seq.num_computed_tokens // self.block_size):
+        """Hash the blocks that the last step filled, so later requests can reuse them. (Accepted
+        draft tokens are computed before they join the sequence: their blocks wait a step.)"""
+        filled = min(seq.num_computed_tokens, len(seq)) // self.block_size
+        for i in range(len(seq.block_hashes), filled):
             previous = seq.block_hashes[-1] if seq.block_hashes else None
             tokens = seq.block_tokens(i, self.block_size)
             h = chain_hash(tokens, previous)

@@ -18,6 +18,11 @@ class EngineConfig:
     max_prefill_tokens_while_decoding: int = 128
     max_waiting: int = 128  # queued requests past which new ones are refused
     num_threads: int | None = None  # torch CPU threads; None = all cores
+    # Greedy sequences draft up to this many tokens a step from their own context and verify
+    # them in the same forward pass (service/engine/speculation.py); 0 turns it off. Off where
+    # CUDA graphs run the decode steps.
+    speculative_tokens: int = 4
+    speculative_ngram: tuple[int, int] = (3, 2)  # longest and shortest context n-gram to match
     # Replay decode steps from CUDA graphs captured at start-up, one per bucketed batch size
     # (CUDA with the Triton kernels only; prefill and mixed steps always run eagerly).
     cuda_graphs: bool = True

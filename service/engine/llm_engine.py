@@ -16,6 +16,7 @@ from service.engine.sampler import Sampler
 from service.engine.sampling_params import SamplingParams
 from service.engine.scheduler import Scheduler
 from service.engine.sequence import Sequence, Status
+from service.engine.speculation import accepted_tokens
 
 
 class InvalidRequest(ValueError):
@@ -28,7 +29,12 @@ class LLMEngine:
         self.tokenizer = Tokenizer.from_file(str(Path(config.model_path) / "tokenizer.json"))
         self.runner = ModelRunner(config)
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size)
-        self.scheduler = Scheduler(config, self.block_manager)
+        # Verifying a draft is a multi-token step, which runs eagerly: where CUDA graphs already
+        # make a decode step cheap, speculation would cost more than it saves.
+        speculative = 0 if self.runner.decode_graphs else config.speculative_tokens
+        self.scheduler = Scheduler(
+            config, self.block_manager, self.runner.model.max_positions, speculative
+        )
         self.stop_token_ids = self._stop_token_ids()
         vocab_strings = [self.tokenizer.decode([i]) for i in range(self.tokenizer.get_vocab_size())]
         self.sampler = Sampler(ForcedPrefixIndex(vocab_strings, self.stop_token_ids))
@@ -101,14 +107,22 @@ class LLMEngine:
         num_decodes = sum(c.seq.status == Status.RUNNING for c in chunks)
         completed = [c.seq for c in chunks if c.completes_sequence]
         logits = self.runner.run(chunks)
+        first_rows = self._first_rows(completed)
+        speculated = self._verify_drafts(chunks, logits, first_rows)
         self.scheduler.postprocess(chunks)
-        beam_rows = [i for i, seq in enumerate(completed) if seq.params.beam_search]
-        rows = [i for i, seq in enumerate(completed) if not seq.params.beam_search]
-        sampled = [completed[i] for i in rows]
-        tokens = self.sampler(logits[rows].cpu(), sampled)  # sampling runs on the CPU
-        for seq, token_id in zip(sampled, tokens, strict=True):
+        drafted = {id(seq) for seq, _ in speculated}
+        plain = [s for s in completed if not s.params.beam_search and id(s) not in drafted]
+        rows = [first_rows[id(seq)] for seq in plain]
+        tokens = self.sampler(logits[rows].cpu(), plain)  # sampling runs on the CPU
+        for seq, token_id in zip(plain, tokens, strict=True):
             self._on_token(seq, token_id)
-        beams = [completed[i] for i in beam_rows]
+        for seq, token_ids in speculated:
+            for token_id in token_ids:
+                if self._on_token(seq, token_id):
+                    break
+        sampled = plain + [seq for seq, _ in speculated]
+        beams = [seq for seq in completed if seq.params.beam_search]
+        beam_rows = [first_rows[id(seq)] for seq in beams]
         for request in self.beam_search.step(logits[beam_rows], beams):
             self._on_beams_finished(request)
             sampled.append(request)
@@ -116,7 +130,35 @@ class LLMEngine:
         metrics.observe_step(num_decodes, len(chunks) - num_decodes, elapsed, self.block_manager)
         return sampled
 
-    def _on_token(self, seq: Sequence, token_id: int) -> None:
+    @staticmethod
+    def _first_rows(completed: list[Sequence]) -> dict[int, int]:
+        """id(seq) -> its first logits row: a sequence with a draft has one row per draft token
+        after the row of its last token."""
+        rows, row = {}, 0
+        for seq in completed:
+            rows[id(seq)] = row
+            row += 1 + len(seq.draft_token_ids)
+        return rows
+
+    def _verify_drafts(self, chunks, logits, first_rows) -> list[tuple[Sequence, list[int]]]:
+        """Keep each draft up to the model's first disagreement; the chunk then computed only the
+        kept tokens, so its count shrinks before the scheduler advances the sequence."""
+        speculated = []
+        for chunk in chunks:
+            seq, draft = chunk.seq, chunk.seq.draft_token_ids
+            if not draft or not chunk.completes_sequence:
+                continue
+            row = first_rows[id(seq)]
+            greedy = logits[row : row + len(draft) + 1].argmax(-1).tolist()
+            kept = accepted_tokens(draft, greedy)  # the kept draft tokens, then the model's own
+            chunk.num_tokens -= len(draft) - (len(kept) - 1)
+            metrics.observe_draft(len(draft), len(kept) - 1)
+            seq.draft_token_ids = []
+            speculated.append((seq, kept))
+        return speculated
+
+    def _on_token(self, seq: Sequence, token_id: int) -> bool:
+        """Append a sampled token; True if that finished the sequence."""
         if seq.first_token_time is None:
             seq.first_token_time = time.perf_counter()
             metrics.observe_first_token(seq)
@@ -125,6 +167,7 @@ class LLMEngine:
             self.scheduler.finish(seq, reason)
             self.seqs.pop(seq.request_id, None)
             metrics.observe_finished(seq)
+        return reason is not None
 
     def _on_beams_finished(self, request: Sequence) -> None:
         self.seqs.pop(request.request_id, None)

@@ -26,6 +26,8 @@ CACHED_PROMPT_TOKENS = Counter(
 GENERATED_TOKENS = Counter("engine_generated_tokens_total", "Tokens sampled")
 FINISHED = Counter("engine_requests_finished_total", "Finished requests", ["reason"])
 CANCELLED = Counter("engine_cancellations_total", "Requests aborted before finishing", ["cause"])
+DRAFT_TOKENS = Counter("engine_draft_tokens_total", "Speculative tokens proposed")
+ACCEPTED_DRAFT_TOKENS = Counter("engine_draft_tokens_accepted_total", "Speculative tokens kept")
 KV_BLOCKS_USED = Gauge("engine_kv_blocks_used", "KV cache blocks referenced by live sequences")
 KV_BLOCKS_TOTAL = Gauge("engine_kv_blocks_total", "KV cache blocks")
 
@@ -51,3 +53,8 @@ def observe_scheduled(seq: Sequence) -> None:
 def observe_finished(seq: Sequence) -> None:
     GENERATED_TOKENS.inc(seq.num_output_tokens)
     FINISHED.labels(seq.finish_reason).inc()
+
+
+def observe_draft(proposed: int, accepted: int) -> None:
+    DRAFT_TOKENS.inc(proposed)
+    ACCEPTED_DRAFT_TOKENS.inc(accepted)

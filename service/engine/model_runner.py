@@ -59,7 +59,8 @@ class ModelRunner:
 
     def run(self, chunks: list[ScheduledChunk]) -> torch.Tensor:
         """Compute the chunks' K/V; return float32 logits (on the model's device) for the chunks
-        that complete their sequence. Decode steps replay a CUDA graph where one was captured."""
+        that complete their sequence: one row each, plus one per draft token, in chunk order.
+        Decode steps replay a CUDA graph where one was captured."""
         if self.decode_graphs is not None and self.decode_graphs.fits(chunks):
             return self.decode_graphs.run(chunks)
         return self.run_eager(chunks)
@@ -77,14 +78,15 @@ class ModelRunner:
         for chunk in chunks:
             seq, start = chunk.seq, chunk.seq.num_computed_tokens
             end = start + chunk.num_tokens
-            input_ids.extend(seq.token_ids[start:end])
+            input_ids.extend(seq.step_tokens(start, end))
             positions.extend(range(start, end))
             table, bs = seq.block_table, self.block_size
             slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
             seq_lens.append(end)
             cu_seqlens_q.append(cu_seqlens_q[-1] + chunk.num_tokens)
-            if chunk.completes_sequence:
-                last_rows.append(cu_seqlens_q[-1] - 1)
+            if chunk.completes_sequence:  # the last token's row, and one per draft token
+                rows = 1 + len(seq.draft_token_ids)
+                last_rows.extend(range(cu_seqlens_q[-1] - rows, cu_seqlens_q[-1]))
         width = max(len(c.seq.block_table) for c in chunks)
         tables = [c.seq.block_table + [-1] * (width - len(c.seq.block_table)) for c in chunks]
 

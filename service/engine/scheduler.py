@@ -8,6 +8,7 @@ from service.engine import metrics
 from service.engine.block_manager import BlockManager
 from service.engine.config import EngineConfig
 from service.engine.sequence import Sequence, Status
+from service.engine.speculation import can_speculate, propose_draft
 
 
 @dataclass
@@ -17,12 +18,22 @@ class ScheduledChunk:
 
     @property
     def completes_sequence(self) -> bool:
-        """After this chunk every token is computed, so the next token is sampled."""
-        return self.seq.num_computed_tokens + self.num_tokens == len(self.seq)
+        """After this chunk every token (and draft token) is computed, so the next is sampled."""
+        end = self.seq.num_computed_tokens + self.num_tokens
+        return end == len(self.seq) + len(self.seq.draft_token_ids)
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, block_manager: BlockManager):
+    def __init__(
+        self,
+        config: EngineConfig,
+        block_manager: BlockManager,
+        max_positions: int,
+        speculative_tokens: int = 0,
+    ):
+        self.config = config
+        self.max_positions = max_positions
+        self.speculative_tokens = speculative_tokens
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.max_prefill_tokens_while_decoding = config.max_prefill_tokens_while_decoding
@@ -55,7 +66,7 @@ class Scheduler:
 
     def _schedule_step(self) -> list[ScheduledChunk]:
         chunks = self._schedule_decodes()
-        budget = self.max_num_batched_tokens - len(chunks)
+        budget = self.max_num_batched_tokens - sum(c.num_tokens for c in chunks)
         if chunks:
             budget = min(budget, self.max_prefill_tokens_while_decoding)
         slots = self.max_num_seqs - len(self.running)
@@ -79,20 +90,36 @@ class Scheduler:
         for seq in list(self.running):
             if seq.status != Status.RUNNING or seq.num_computed_tokens == len(seq):
                 continue  # preempted below, or a beam waiting for its siblings' logits
+            seq.draft_token_ids = self._draft(seq)
+            if not self.block_manager.ensure_slots(seq, 1 + len(seq.draft_token_ids)):
+                seq.draft_token_ids = []  # no room to speculate: decode one token
             while not self.block_manager.ensure_slots(seq, 1):
                 victim = next(s for s in reversed(self.running) if id(s) not in scheduled)
                 self._preempt(victim)
                 if victim is seq:
                     break
             else:
-                chunks.append(ScheduledChunk(seq, 1))
+                chunks.append(ScheduledChunk(seq, 1 + len(seq.draft_token_ids)))
                 scheduled.add(id(seq))
         return chunks
+
+    def _draft(self, seq: Sequence) -> list[int]:
+        """Speculative tokens for this step, within the request's and the model's limits."""
+        room = min(
+            self.speculative_tokens,
+            seq.params.max_tokens - seq.num_output_tokens - 1,
+            self.max_positions - len(seq) - 1,
+        )
+        if room <= 0 or not can_speculate(seq):
+            return []
+        longest, shortest = self.config.speculative_ngram
+        return propose_draft(seq.token_ids, room, longest, shortest)
 
     def _preempt(self, seq: Sequence, front: bool = True) -> None:
         """Out of blocks: drop the newest sequence's cache and recompute it later from its tokens."""
         self.running.remove(seq)
         self.block_manager.free_sequence(seq)
+        seq.draft_token_ids = []
         seq.status = Status.WAITING
         if front:
             self.waiting.appendleft(seq)

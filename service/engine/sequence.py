@@ -25,6 +25,7 @@ class Sequence:
     num_cached_tokens: int = 0  # of those, how many came from the prefix cache
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of its full blocks
+    draft_token_ids: list[int] = field(default_factory=list)  # this step's speculative tokens
     status: Status = Status.WAITING
     finish_reason: str | None = None  # "stop", "length" or "abort"
     raw_text: str = ""  # the output tokens decoded, as the model spelled them
@@ -59,3 +60,9 @@ class Sequence:
 
     def block_tokens(self, i: int, block_size: int) -> list[int]:
         return self.token_ids[i * block_size : (i + 1) * block_size]
+
+    def step_tokens(self, start: int, end: int) -> list[int]:
+        """Tokens [start, end) of the sequence followed by this step's draft."""
+        if end <= len(self.token_ids):
+            return self.token_ids[start:end]
+        return (self.token_ids + self.draft_token_ids)[start:end]

@@ -1,0 +1,49 @@
+"""Speculative decoding from the prompt itself ("prompt lookup", as vLLM's n-gram speculator).
+
+Code repeats itself: the next tokens of a completion are often tokens that already follow the
+same few tokens somewhere in the file (`kw['object_hook'] = object_hook` then
+`kw['object_pairs_hook'] = object_pairs_hook`). Each step, a greedy sequence whose last n tokens
+occurred before proposes the k tokens that followed them as a draft; one forward pass computes
+its last token and the draft together (a decode step reads every weight once, so on a CPU k + 1
+rows cost little more than one), and the draft is kept up to its first token that differs from
+the model's own greedy choice, which comes free with it. The output is token for token what plain
+greedy decoding gives; only the number of steps changes.
+"""
+
+from service.engine.forced_prefix import remaining_prefix
+from service.engine.sequence import Sequence
+
+
+def propose_draft(
+    token_ids: list[int], max_tokens: int, max_ngram: int, min_ngram: int
+) -> list[int]:
+    """The tokens after the latest earlier occurrence of the last n tokens (longest n first)."""
+    for n in range(max_ngram, min_ngram - 1, -1):
+        if len(token_ids) <= n:
+            continue
+        tail = token_ids[-n:]
+        for start in range(len(token_ids) - n - 1, -1, -1):
+            if token_ids[start : start + n] == tail:
+                return token_ids[start + n : start + n + max_tokens]
+    return []
+
+
+def can_speculate(seq: Sequence) -> bool:
+    """Greedy, single-beam sequences past their forced prefix: verifying is then an argmax."""
+    params = seq.params
+    return (
+        params.greedy
+        and not params.beam_search
+        and not remaining_prefix(params.forced_prefix, seq.raw_text)
+    )
+
+
+def accepted_tokens(draft: list[int], greedy: list[int]) -> list[int]:
+    """The draft up to its first miss, then the model's own token there (or after it).
+
+    `greedy` holds the model's choice after the sequence's last token and after each draft token.
+    """
+    kept = 0
+    while kept < len(draft) and draft[kept] == greedy[kept]:
+        kept += 1
+    return draft[:kept] + [greedy[kept]]
