@@ -3,7 +3,20 @@ switch when first imported, so it must be set before any test module imports a k
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Packed training shards of a few Python sources, for the training tests."""
+    # Imported here, not above: nothing may import a kernel before TRITON_INTERPRET is set.
+    from tests.training_helpers import python_sources, write_shards
+
+    out = tmp_path_factory.mktemp("data")
+    sources = python_sources()
+    write_shards(out, sources[1:], sources[:1])
+    return out

@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from kernels.beam_step import unpack_allowed
 from service.engine import EngineConfig, LLMEngine, SamplingParams
 from service.engine.output_processor import OutputProcessor
+from tests.test_engine import run_to_completion
 from tests.tiny_checkpoints import build_checkpoint
 
 PROMPTS = [
@@ -45,14 +46,6 @@ def tokenizer(checkpoint):
 
 def make_engine(checkpoint, **kwargs) -> LLMEngine:
     return LLMEngine(EngineConfig(model_path=checkpoint, num_threads=1, block_size=4, **kwargs))
-
-
-def run_to_completion(engine: LLMEngine, max_steps: int = 2000) -> None:
-    for _ in range(max_steps):
-        if not engine.has_work():
-            return
-        engine.step()
-    raise AssertionError("engine did not finish")
 
 
 def hf_beams(model, ids, params: SamplingParams, **kwargs) -> tuple[list[list[int]], list[float]]:

@@ -6,18 +6,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.models.loader import load_model
 from tests.test_training_train import write_config
-from tests.training_helpers import python_sources, write_shards
 from training.config import load_config
 from training.export import export
 from training.train import build_model, read_meta, train
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    sources = python_sources()
-    write_shards(out, sources[1:], sources[:1])
-    return out
 
 
 @pytest.mark.parametrize("shared", ["null", "1"])

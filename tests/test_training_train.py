@@ -5,7 +5,6 @@ import pytest
 import torch
 import yaml
 
-from tests.training_helpers import python_sources, write_shards
 from training.config import TrainConfig, load_config
 from training.curriculum import Curriculum, read_documents, tokenize_documents
 from training.train import lr_multiplier, train
@@ -30,14 +29,6 @@ TINY = {
         "structured_fim": {"steps": 4, "fim": {"rate": 0.9, "structured_rate": 0.7}},
     },
 }
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    sources = python_sources()
-    write_shards(out, sources[1:], sources[:1])
-    return out
 
 
 def write_config(path, data_dir, run_dir, **sections):

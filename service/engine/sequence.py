@@ -63,6 +63,7 @@ class Sequence:
 
     def step_tokens(self, start: int, end: int) -> list[int]:
         """Tokens [start, end) of the sequence followed by this step's draft."""
+        tokens = self.token_ids[start:end]
         if end <= len(self.token_ids):
-            return self.token_ids[start:end]
-        return (self.token_ids + self.draft_token_ids)[start:end]
+            return tokens
+        return tokens + self.draft_token_ids[: end - len(self.token_ids)]

@@ -18,13 +18,13 @@ def propose_draft(
     token_ids: list[int], max_tokens: int, max_ngram: int, min_ngram: int
 ) -> list[int]:
     """The tokens after the latest earlier occurrence of the last n tokens (longest n first)."""
+    last = token_ids[-1] if token_ids else None
     for n in range(max_ngram, min_ngram - 1, -1):
-        if len(token_ids) <= n:
-            continue
         tail = token_ids[-n:]
-        for start in range(len(token_ids) - n - 1, -1, -1):
-            if token_ids[start : start + n] == tail:
-                return token_ids[start + n : start + n + max_tokens]
+        # Runs every step of every greedy sequence: slice only where the last token matches.
+        for end in range(len(token_ids) - 2, n - 2, -1):
+            if token_ids[end] == last and token_ids[end - n + 1 : end + 1] == tail:
+                return token_ids[end + 1 : end + 1 + max_tokens]
     return []
 
 
