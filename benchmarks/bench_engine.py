@@ -203,6 +203,7 @@ class HFGenerate:
     """`transformers` generate(), one request after another, no cache kept between requests."""
 
     name = "generate()"
+    dtype = "float32"
     concurrent = False
 
     def __init__(self, checkpoint: Path, threads: int):
@@ -268,7 +269,10 @@ class StreamingServer:
 
 
 class OurServer(StreamingServer):
-    name = "ours (HTTP)"
+    def __init__(self, process: subprocess.Popen, port: int, dtype: str):
+        super().__init__(process, port)
+        self.dtype = dtype
+        self.name = f"ours (HTTP, {dtype})"
 
     def request(self, request: Request):
         body = {"prompt": request.text, "max_tokens": NEW_TOKENS, "temperature": 0, "stream": True}
@@ -280,6 +284,7 @@ class OurServer(StreamingServer):
 
 class LlamaServer(StreamingServer):
     name = "llama-server"
+    dtype = "float32"  # the f32 GGUF
 
     def request(self, request: Request):
         body = {
@@ -305,14 +310,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_our_server(checkpoint: Path, threads: int) -> OurServer:
+def start_our_server(checkpoint: Path, threads: int, dtype: str) -> OurServer:
     port = free_port()
     command = [sys.executable, "-m", "service", "serve", "--model", str(checkpoint)]
     command += ["--port", str(port), "--num-threads", str(threads), "--log-level", "warning"]
+    command += ["--dtype", dtype]
     command += ["--request-timeout-s", "300"]  # a busy machine must not cut the ×16 workloads
     process = subprocess.Popen(command, cwd=ROOT)
     llama_cpp.wait_until_healthy(f"http://127.0.0.1:{port}/v1/health", process)
-    return OurServer(process, port)
+    return OurServer(process, port, Settings(dtype=dtype, device="cpu").resolved_dtype)
 
 
 def start_llama_server(gguf: Path, slots: int, threads: int) -> LlamaServer:
@@ -337,6 +343,7 @@ class Workloads:
 @dataclass
 class EngineRun:
     engine: str
+    dtype: str  # what its matrix products run in
     results: dict[str, list[Result]] = field(default_factory=dict)
     batch_wall_s: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float | None = None
@@ -356,7 +363,7 @@ async def at_once(engine, requests: list[Request]) -> tuple[list[Result], float]
 
 
 async def run_engine(engine, workloads: Workloads) -> EngineRun:
-    run = EngineRun(engine.name, load=[os.getloadavg()[0]])
+    run = EngineRun(engine.name, engine.dtype, load=[os.getloadavg()[0]])
     await engine.complete(workloads.warmup.cold)
     await engine.complete(workloads.warmup.keystroke)
     cold, keystroke = [], []
@@ -388,10 +395,10 @@ def peak_rss_mb(pid: int) -> float:
 # -- measurements ----------------------------------------------------------------------------
 
 
-def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
-    """The CPU's f32 matrix throughput as torch reaches it on `threads` cores: best of `repeats`."""
+def matmul_peak_gflops(threads: int, dtype: str, size: int = 2048, repeats: int = 5) -> float:
+    """The CPU's matrix throughput as torch reaches it on `threads` cores: best of `repeats`."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (torch.randn(size, size, dtype=getattr(torch, dtype)) for _ in range(2))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -420,6 +427,7 @@ def summarize(run: EngineRun) -> dict:
     first = {k: [x.first - x.start for x in v] for k, v in r.items()}
     batch_tokens = {k: NEW_TOKENS * len(r[k]) / run.batch_wall_s[k] for k in run.batch_wall_s}
     return {
+        "dtype": run.dtype,
         "cold_p50_ms": 1000 * p50(latency["cold"]),
         "cold_first_token_p50_ms": 1000 * p50(first["cold"]),
         "keystroke_p50_ms": 1000 * p50(latency["keystroke"]),
@@ -520,17 +528,18 @@ def ratios(summaries: dict[str, dict], extra: dict) -> str:
     row("warm x16 per-request p50 ≤ 300 ms", lambda s: f"{s['warm_batch_p50_ms']:.0f} ms")
     row("cold x16 first answer ≤ 1 s", lambda s: f"{s['cold_batch_first_answer_s']:.2f} s")
     row("peak RSS ≤ 1.5 GB", lambda s: f"{s['peak_rss_mb'] / 1024:.2f} GB")
-    peak = extra["matmul_peak_gflops"]
+    peaks = extra["matmul_peak_gflops"]
     gflop = prefill_gflop(extra["cold_prompt_tokens"])
     row(
-        f"cold prefill, share of {peak:.0f} GFLOP/s matmul peak",
-        lambda s: f"{gflop / (s['cold_first_token_p50_ms'] / 1000) / peak:.0%}",
+        "cold prefill, share of the matmul peak in its dtype",
+        lambda s: f"{gflop / (s['cold_first_token_p50_ms'] / 1000) / peaks[s['dtype']]:.0%}",
     )
-    if "ours (HTTP)" in summaries and "llama-server" in summaries:
-        ours, llama = summaries["ours (HTTP)"], summaries["llama-server"]
+    llama = summaries.get("llama-server")
+    for engine in (e for e in summaries if e.startswith("ours") and llama):
+        ours = summaries[engine]
         lines.append("")
         lines.append(
-            f"ours vs llama-server: cold {llama['cold_p50_ms'] / ours['cold_p50_ms']:.2f}x, "
+            f"{engine} vs llama-server: cold {llama['cold_p50_ms'] / ours['cold_p50_ms']:.2f}x, "
             f"keystroke {llama['keystroke_p50_ms'] / ours['keystroke_p50_ms']:.2f}x, "
             f"warm x16 tokens/s {ours['warm_batch_tokens_per_s'] / llama['warm_batch_tokens_per_s']:.2f}x, "
             f"cold x16 tokens/s {ours['cold_batch_tokens_per_s'] / llama['cold_batch_tokens_per_s']:.2f}x "
@@ -551,11 +560,12 @@ def write_doc(text: str) -> None:
 
 async def measure(args, checkpoint: Path, workloads: Workloads) -> list[EngineRun]:
     runs = [await run_engine(HFGenerate(checkpoint, args.threads), workloads)]
-    server = start_our_server(checkpoint, args.threads)
-    try:
-        runs.append(await run_engine(server, workloads))
-    finally:
-        await server.close()
+    for dtype in args.our_dtypes:
+        server = start_our_server(checkpoint, args.threads, dtype)
+        try:
+            runs.append(await run_engine(server, workloads))
+        finally:
+            await server.close()
     if args.llama:
         llama_cpp.build_server()
         gguf = llama_cpp.convert_to_gguf(checkpoint, BUILD / "bench_checkpoint-f32.gguf")
@@ -580,6 +590,13 @@ def main() -> None:
         default=os.cpu_count() or 1,
         help="CPU threads of every engine (default: all cores; 1 is fairer on a busy machine)",
     )
+    parser.add_argument(
+        "--our-dtypes",
+        type=lambda text: text.split(","),
+        default=["auto", "float32"],
+        help="our server's --dtype, one run each (default: auto,float32: the server's default, "
+        "bfloat16 on CPUs with bf16 instructions, and float32 as generate() runs)",
+    )
     args = parser.parse_args()
     sequential, sessions = (2, 4) if args.quick else (8, 16)
 
@@ -600,7 +617,9 @@ def main() -> None:
         "parameters": params,
         "cold_prompt_tokens": prompt_tokens,
         "threads": args.threads,
-        "matmul_peak_gflops": matmul_peak_gflops(args.threads),
+        "matmul_peak_gflops": {
+            dtype: matmul_peak_gflops(args.threads, dtype) for dtype in ("float32", "bfloat16")
+        },
     }
     runs = asyncio.run(measure(args, checkpoint, workloads))
     summaries = {run.engine: summarize(run) for run in runs}
@@ -616,13 +635,14 @@ def main() -> None:
 
 
 def describe(extra: dict, args, sessions: int) -> str:
+    peaks = ", ".join(f"{d} {g:.0f}" for d, g in extra["matmul_peak_gflops"].items())
     loads = ", ".join(f"{e} {a:.1f}→{b:.1f}" for e, (a, b) in extra["load_average"].items())
     return (
         f"Machine: {extra['machine']}. Code: {extra['code']}. Model: random-weight Llama, {extra['parameters'] / 1e6:.1f}M "
         f"parameters, f32; prompts {extra['cold_prompt_tokens']:.0f} tokens on average, "
         f"{NEW_TOKENS} new tokens, greedy; {sessions} sessions{' (--quick)' if args.quick else ''}; "
         f"{args.threads} CPU thread(s) per engine. "
-        f"Matmul peak (torch, 2048², same threads): {extra['matmul_peak_gflops']:.0f} GFLOP/s. "
+        f"Matmul peak (torch, 2048², same threads), GFLOP/s: {peaks}. "
         f"Greedy outputs equal to generate()'s: {extra['greedy_outputs_equal_to_generate']}. "
         f"1-minute load average during each engine's run (start→end; the CPU is shared): {loads}."
     )

@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # What a lent GPU machine runs, in calls of at most ten minutes (docs/benchmarks.md), by $STAGES:
 #   always: the kernels' and models' tests, compiled on CUDA (in the background, beside training),
+#   stash:  only keep the data parts this call carried ($PARTS_IN) in $STASH: a corpus larger than
+#           one call may carry travels in parts over several calls to the same warm machine,
 #   train:  $CONFIG's training run, sized to TRAIN_SECONDS by a 40-step pilot (unless
 #           PILOT_STEPS=0), and its weights (no optimizer state: it would not fit the way back)
 #           as split archives,
 #   bench:  the kernel benchmark on the then idle GPU,
 #   engine: the CUDA-graph and determinism benchmarks.
-# Inputs: the packed data in $DATA_IN (train.bin.xz, val.bin, meta.json, tokenizer files), Python
-# wheels the image lacks in $WHEELS. Everything it reports lands in $OUT.
+# Inputs: the packed data in $DATA_IN (val.bin, meta.json, tokenizer files, and train.bin.xz or,
+# when it came in parts, train.bin.xz.NN in $PARTS_IN and $STASH), Python wheels the image lacks
+# in $WHEELS. Everything it reports lands in $OUT.
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 DATA_IN=${DATA_IN:-.gpu}
+PARTS_IN=${PARTS_IN:-}
+STASH=${STASH:-/tmp/stash}  # outside the working tree: kept while the machine stays warm
 WHEELS=${WHEELS:-.whl}
 STAGES=${STAGES:-"train bench engine"}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
@@ -20,11 +25,17 @@ CONFIG=${CONFIG:-training/configs/default.yaml}
 RUN=${RUN:-runs/default-model}  # the config's train.out_dir
 PILOT_STEPS=${PILOT_STEPS:-40}  # 0: train the config's steps as they are
 TESTS=${TESTS:-1}
-DATA=data/default-model
-mkdir -p "$OUT" "$RUN" "$DATA" /tmp/logs
+DATA=${DATA:-data/default-model}  # the config's data out_dir
+mkdir -p "$OUT" "$RUN" "$DATA" "$STASH" /tmp/logs
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 start=$SECONDS
 stamp() { echo "[$((SECONDS - start)) s] $*"; }
+
+if [ -n "$PARTS_IN" ]; then
+    cp "$PARTS_IN"/train.bin.xz.* "$STASH"/
+    stamp "stashed: $(ls "$STASH" | tr '\n' ' ')"
+fi
+[ "$STAGES" = stash ] && exit 0
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl
 export PYTHONPATH=/tmp/site
@@ -72,7 +83,11 @@ PY
 tests=$!
 if [[ $STAGES == *train* ]]; then
     cp "$DATA_IN"/{val.bin,meta.json,tokenizer.json,tokenizer_config.json,special_tokens_map.json} "$DATA"/
-    xz -d -T0 -c "$DATA_IN/train.bin.xz" > "$DATA/train.bin"
+    if [ -f "$DATA_IN/train.bin.xz" ]; then
+        xz -d -T0 -c "$DATA_IN/train.bin.xz" > "$DATA/train.bin"
+    else
+        cat "$STASH"/train.bin.xz.* | xz -d -T0 > "$DATA/train.bin"
+    fi
     stamp "data ready: $(du -h "$DATA/train.bin" | cut -f1); pilot of $PILOT_STEPS steps"
     if [ "$PILOT_STEPS" -gt 0 ]; then
         # The pilot stays inside warmup, so its steps are the run's own first steps: the run resumes.

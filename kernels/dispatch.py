@@ -1,7 +1,7 @@
-"""Choose Triton or the torch reference for a tensor's device.
+"""Choose the kernel for a tensor's device: Triton on CUDA, our CPU kernels on the CPU.
 
 `KERNELS=triton` forces the Triton kernels (with `TRITON_INTERPRET=1` they run on the CPU),
-`KERNELS=reference` forces the torch references; unset, Triton runs on CUDA only.
+`KERNELS=reference` forces the torch references (the definitions the kernels are tested against).
 """
 
 import os
@@ -9,10 +9,14 @@ import os
 import torch
 
 
+def kernel_choice() -> str:
+    return os.environ.get("KERNELS", "auto")
+
+
 def use_triton(tensor: torch.Tensor) -> bool:
-    choice = os.environ.get("KERNELS", "auto")
-    if choice == "reference":
-        return False
-    if choice == "triton":
-        return True
-    return tensor.is_cuda
+    choice = kernel_choice()
+    return choice == "triton" or (choice == "auto" and tensor.is_cuda)
+
+
+def use_cpu_kernel(tensor: torch.Tensor) -> bool:
+    return kernel_choice() == "auto" and tensor.device.type == "cpu"

@@ -8,7 +8,8 @@ block table lists its blocks in order, so token t of sequence i lives in block
 import torch
 import torch.nn.functional as F
 
-from kernels.dispatch import use_triton
+from kernels.cpu_paged_attention import paged_attention_cpu
+from kernels.dispatch import use_cpu_kernel, use_triton
 
 
 def store_kv_reference(
@@ -39,52 +40,18 @@ def paged_attention_reference(
     """Causal attention of each sequence's last n_i query tokens over its cached tokens.
 
     q: [N, H, D]; caches: [num_blocks, block_size, H_kv, D]; block_tables: [B, max_blocks];
-    seq_lens: [B]; cu_seqlens_q: [B + 1]. Returns [N, H, D] in q's dtype.
-
-    Also the CPU path of the engine, so it is shaped for speed there: a sequence whose blocks
-    are adjacent in the cache is read as a view, without copying; the others are gathered, the
-    decoding ones (one query each) together in one padded SDPA call.
+    seq_lens: [B]; cu_seqlens_q: [B + 1]. Returns [N, H, D] in q's dtype. Each sequence's
+    blocks are gathered into one contiguous K/V: simple, and the definition the kernels
+    (Triton on GPUs, `kernels/cpu_paged_attention.py` on CPUs) must equal.
     """
     out = torch.zeros_like(q)
-    starts, lens, tables = cu_seqlens_q.tolist(), seq_lens.tolist(), block_tables.tolist()
-    block_size = k_cache.shape[1]
-    scattered_decodes = []
+    starts, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
     for i, seq_len in enumerate(lens):
         q_start, q_end = starts[i], starts[i + 1]
-        span = _adjacent_span(tables[i], seq_len, block_size)
-        if q_end - q_start == 1 and span is None:
-            scattered_decodes.append(i)
-        elif q_end > q_start:
-            if span is None:
-                k, v = (_gather(c, block_tables[i : i + 1], seq_len) for c in (k_cache, v_cache))
-            else:
-                k, v = (_view(c, span, seq_len) for c in (k_cache, v_cache))
+        if q_end > q_start:
+            k, v = (_gather(c, block_tables[i : i + 1], seq_len) for c in (k_cache, v_cache))
             out[q_start:q_end] = _attend(q[q_start:q_end], k, v, scale)
-    if scattered_decodes:
-        rows = [starts[i] for i in scattered_decodes]
-        out[rows] = _decode_gathered(
-            q[rows],
-            k_cache,
-            v_cache,
-            block_tables[scattered_decodes],
-            seq_lens[scattered_decodes],
-            scale,
-        )
     return out
-
-
-def _adjacent_span(table: list[int], length: int, block_size: int) -> slice | None:
-    """The cache rows of a sequence whose blocks are consecutive, else None."""
-    n_blocks = -(-length // block_size)
-    first = table[0]
-    if table[:n_blocks] != list(range(first, first + n_blocks)):
-        return None
-    return slice(first, first + n_blocks)
-
-
-def _view(cache: torch.Tensor, span: slice, length: int) -> torch.Tensor:
-    """[1, H_kv, length, D], a view of adjacent blocks (a copy only to change dtype)."""
-    return cache[span].flatten(0, 1)[:length].transpose(0, 1)[None].float()
 
 
 def _gather(cache: torch.Tensor, block_tables: torch.Tensor, length: int) -> torch.Tensor:
@@ -111,17 +78,6 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> 
     return o[0].transpose(0, 1).to(q.dtype)
 
 
-def _decode_gathered(q, k_cache, v_cache, block_tables, seq_lens, scale) -> torch.Tensor:
-    """q: [B, H, D], one query per sequence, at its last position."""
-    longest = int(seq_lens.max())
-    k, v = _gather(k_cache, block_tables, longest), _gather(v_cache, block_tables, longest)
-    valid = torch.arange(longest, device=q.device)[None, :] < seq_lens[:, None]  # [B, S]
-    o = F.scaled_dot_product_attention(
-        q.float()[:, :, None], k, v, attn_mask=valid[:, None, None], scale=scale, enable_gqa=True
-    )
-    return o[:, :, 0].to(q.dtype)
-
-
 def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
     if use_triton(key):
         from kernels.triton_paged_attention import store_kv_triton
@@ -137,6 +93,5 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, s
         return paged_attention_triton(
             q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
         )
-    return paged_attention_reference(
-        q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
-    )
+    attention = paged_attention_cpu if use_cpu_kernel(q) else paged_attention_reference
+    return attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale)

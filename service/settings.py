@@ -37,7 +37,8 @@ class Settings:
     )
     dtype: str = setting(
         "auto",
-        "model weights' dtype: float32 on CPU and bfloat16 on CUDA for auto",
+        "weights, activations and KV cache: for auto, bfloat16 on CUDA and on CPUs with bf16 "
+        "instructions (AVX512-BF16, AMX), else float32",
         choices=["auto", "float32", "bfloat16", "float16"],
     )
     redis_url: str | None = setting(
@@ -111,4 +112,14 @@ class Settings:
     def resolved_dtype(self) -> str:
         if self.dtype != "auto":
             return self.dtype
-        return "bfloat16" if self.resolved_device == "cuda" else "float32"
+        native_bf16 = self.resolved_device == "cuda" or cpu_has_bf16()
+        return "bfloat16" if native_bf16 else "float32"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively; emulated, bf16 is slower than float32 there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags

@@ -27,7 +27,9 @@ def checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_url(checkpoint):
-    with running_server(checkpoint, "--device", "cpu", "--num-threads", "1") as url:
+    # float32 like the in-process engine the answers are compared with (auto may pick bf16)
+    flags = ("--device", "cpu", "--dtype", "float32", "--num-threads", "1")
+    with running_server(checkpoint, *flags) as url:
         yield url
 
 

@@ -1,7 +1,9 @@
 """prepare -> tokenizer -> pack on a planted synthetic corpus (training/configs/tiny.yaml)."""
 
+import copy
 import hashlib
 import json
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -14,7 +16,7 @@ from training.data.config import load_config
 from training.data.prepare import prepare
 from training.data.shards import read_shards
 from training.pack import choose_val_repos, load_split, pack
-from training.tokenizer import SPECIAL_TOKENS, train_tokenizer
+from training.tokenizer import SPECIAL_TOKENS, TOKENIZER_FILES, train_tokenizer
 
 OUTPUTS = ("clean/part-00000.jsonl", "tokenizer.json", "train.bin", "val.bin", "report.json")
 
@@ -124,3 +126,59 @@ def test_val_repos_are_a_seeded_fraction():
     share = sum(sizes[r] for r in val) / sum(sizes.values())
     assert 0.09 < share <= 0.1
     assert choose_val_repos(Counter({"only": 5, "other": 1}), 0.01, seed=0) in (["only"], ["other"])
+
+
+def test_reused_tokenizer_is_copied_not_trained(runs, tmp_path):
+    (cfg_a, _, _), _ = runs
+    overrides = [
+        f"out_dir={tmp_path}",
+        f"tokenizer.reuse_from={cfg_a.out}",
+        "tokenizer.vocab_size=300",
+    ]
+    cfg = load_config("training/configs/tiny.yaml", overrides)
+    out = train_tokenizer(cfg)  # no clean shards here: a trained tokenizer would need them
+    for name in TOKENIZER_FILES:
+        assert (out / name).read_bytes() == (cfg_a.out / name).read_bytes(), name
+    assert Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size() == 512
+
+
+def test_explicit_val_repos_replace_the_fraction(runs, tmp_path):
+    (cfg_a, _, meta_a), _ = runs
+    cfg = copy.deepcopy(cfg_a)
+    cfg.out_dir = str(tmp_path)
+    for name in ("clean", "tokenizer"):
+        shutil.copytree(cfg_a.out / name, tmp_path / name)
+    records = list(read_shards(sorted((tmp_path / "clean").glob("*.jsonl"))))
+    held_out = sorted({r["repo_name"] for r in records} - set(meta_a["val_repos"]))[:1]
+    cfg.pack.val_repos = held_out
+    meta = pack(cfg)
+    assert meta["val_repos"] == held_out
+    tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    expected = [
+        t
+        for r in records
+        if r["repo_name"] in held_out
+        for t in [*tok.encode(r["content"]).ids, meta["eot_id"]]
+    ]
+    np.testing.assert_array_equal(load_split(tmp_path, "val"), expected)
+
+    cfg.pack.val_repos = ["no/such-repo"]
+    with pytest.raises(ValueError, match="no/such-repo"):
+        pack(cfg)
+
+
+def test_default_data2_grows_default_with_its_vocabulary_and_split():
+    old = load_config("training/configs/default.yaml")
+    new = load_config("training/configs/default-data2.yaml")
+    assert new.source.packages[: len(old.source.packages)] == old.source.packages
+    names = [spec.partition("==")[0] for spec in new.source.packages]
+    assert len(names) == len(set(names)) and len(names) > len(old.source.packages)
+    assert new.tokenizer.reuse_from == old.out_dir != new.out_dir
+    assert new.tokenizer.vocab_size == old.tokenizer.vocab_size
+    assert new.pack.val_repos and old.pack.val_repos is None
+    assert (new.filters, new.dedup, new.licenses, new.seed) == (
+        old.filters,
+        old.dedup,
+        old.licenses,
+        old.seed,
+    )

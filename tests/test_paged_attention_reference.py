@@ -1,5 +1,5 @@
-"""The torch reference (the engine's CPU path) against plain causal attention, whether a
-sequence's blocks are adjacent in the cache (read as a view) or scattered (gathered)."""
+"""The torch reference (the definition the Triton and CPU kernels must equal) against plain
+causal attention, whether a sequence's blocks are adjacent in the cache or scattered."""
 
 import pytest
 import torch

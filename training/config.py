@@ -91,10 +91,13 @@ class SourceSpec:
 
 @dataclass
 class LineCompletionConfig:
-    files: int = 50  # held-out files, decoded from val.bin
-    examples_per_file: int = 4
+    files: int = 100  # held-out files, decoded from val.bin
+    examples_per_file: int = 3
     multi_line: int = 4  # lines in a multi-line target
-    max_prompt_tokens: int = 384
+    # The prompt window around the cursor: the server's defaults (service/settings.py), so the
+    # scores are those of the completions `make serve` gives.
+    prefix_tokens: int = 1024
+    suffix_tokens: int = 256
     max_new_tokens: int = 48
 
 

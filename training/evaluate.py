@@ -40,10 +40,7 @@ def evaluate(cfg: RunConfig, model_dir: str | None = None) -> dict[str, float]:
     del model
 
     lc = e.line_completion
-    suffix_tokens = lc.max_prompt_tokens // 3
-    completer = Completer(
-        path, lc.max_prompt_tokens - suffix_tokens, suffix_tokens, cfg.train.num_threads
-    )
+    completer = Completer(path, lc.prefix_tokens, lc.suffix_tokens, cfg.train.num_threads)
     files = held_out_files(
         val, Tokenizer.from_file(str(path / "tokenizer.json")), meta["eot_id"], lc.files
     )

@@ -24,9 +24,7 @@ from training.data.parallel import batched, ordered_map
 from training.data.progress import Progress
 from training.data.shards import read_shards
 from training.data.throughput import Work
-from training.tokenizer import EOT, clean_shards
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+from training.tokenizer import EOT, TOKENIZER_FILES, clean_shards
 
 _worker: dict = {}
 
@@ -78,7 +76,12 @@ def pack(cfg: DataConfig) -> dict:
     repo_bytes: Counter = Counter()
     for rec in read_shards(shards):
         repo_bytes[rec["repo_name"]] += int(rec["size"])
-    val_repos = set(choose_val_repos(repo_bytes, cfg.pack.val_fraction, cfg.seed))
+    if cfg.pack.val_repos is not None:
+        val_repos = set(cfg.pack.val_repos)
+        if missing := val_repos - set(repo_bytes):
+            raise ValueError(f"pack.val_repos not in the cleaned corpus: {sorted(missing)}")
+    else:
+        val_repos = set(choose_val_repos(repo_bytes, cfg.pack.val_fraction, cfg.seed))
 
     n_tokens = {"train": 0, "val": 0}
     work = Work()

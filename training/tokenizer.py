@@ -8,6 +8,7 @@ tokens are StarCoder's names (docs/CONTRACTS.md).
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD = (
 )
 FILE_SEP = "<file_sep>"
 SPECIAL_TOKENS = [EOT, FIM_PREFIX, FIM_MIDDLE, FIM_SUFFIX, FIM_PAD, FILE_SEP]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def clean_shards(cfg: DataConfig) -> list[Path]:
@@ -91,9 +93,13 @@ def save_pretrained(tok: Tokenizer, out_dir: Path, model_max_length: int) -> Non
 
 
 def train_tokenizer(cfg: DataConfig) -> Path:
-    """Train on OUT/clean and save to OUT/tokenizer/; returns that directory."""
+    """Train on OUT/clean (or copy `tokenizer.reuse_from`) into OUT/tokenizer/; returns that directory."""
     out_dir = cfg.out / "tokenizer"
     out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.tokenizer.reuse_from:
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(Path(cfg.tokenizer.reuse_from) / name, out_dir / name)
+        return out_dir
     texts = training_texts(clean_shards(cfg), cfg.tokenizer.max_train_bytes)
     tok = build_bpe(texts, cfg.tokenizer)
     save_pretrained(tok, out_dir, cfg.pack.seq_len)

@@ -12,7 +12,9 @@ class EngineConfig:
     block_size: int = 16  # tokens per KV block
     kv_cache_mb: int = 256  # memory for the paged KV cache, all layers
     max_num_seqs: int = 32  # sequences decoding at once
-    max_num_batched_tokens: int = 512  # tokens per step: decodes first, then prefill chunks
+    # Tokens per step: decodes first, then prefill chunks. A whole 1k-token prompt fits in one step:
+    # its second chunk would attend under a mask, which costs more than the chunk saves.
+    max_num_batched_tokens: int = 1024
     # While sequences decode, prompts advance by at most this many tokens a step, so a burst of
     # new prompts slows the answers already streaming only a little.
     max_prefill_tokens_while_decoding: int = 128

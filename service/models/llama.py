@@ -35,15 +35,12 @@ def rope_frequencies(config: PretrainedConfig, head_dim: int) -> tuple[torch.Ten
     return ROPE_INIT_FUNCTIONS[params["rope_type"]](config)
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [..., H, D]; cos, sin: [..., D], shared by the heads."""
+    """x: [..., H, D]; cos, sin: [..., D/2] of each token, shared by the heads. Rotates the pairs
+    (x_i, x_{i+D/2}), transformers' `rotate_half` convention, without building rotate_half(x)."""
+    x1, x2 = x.chunk(2, dim=-1)
     cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-    return x * cos + rotate_half(x) * sin
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class RMSNorm(nn.Module):
@@ -80,11 +77,11 @@ class LlamaAttention(nn.Module):
         sin: torch.Tensor,
         meta: AttentionMetadata | None,
     ) -> torch.Tensor:
-        lead = x.shape[:-1]
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = apply_rope(q.view(*lead, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rope(k.view(*lead, self.num_kv_heads, self.head_dim), cos, sin)
-        v = v.view(*lead, self.num_kv_heads, self.head_dim)
+        qk, v = self.qkv_proj(x).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        # q and k rotated together: one pass over both.
+        qk = apply_rope(qk.unflatten(-1, (-1, self.head_dim)), cos, sin)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=-2)
+        v = v.unflatten(-1, (self.num_kv_heads, self.head_dim))
         return self.o_proj(self.attn(q, k, v, meta).flatten(-2))
 
 
@@ -147,8 +144,7 @@ class Llama(nn.Module):
     def rope(
         self, positions: torch.Tensor, dtype: torch.dtype
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[..., None].float() * self.inv_freq.to(positions.device)
-        angles = torch.cat((freqs, freqs), dim=-1)
+        angles = positions[..., None].float() * self.inv_freq.to(positions.device)  # [..., D/2]
         cos, sin = angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
         return cos.to(dtype), sin.to(dtype)
 

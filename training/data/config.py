@@ -100,6 +100,9 @@ class TokenizerConfig:
     vocab_size: int = 32768
     min_frequency: int = 2
     max_train_bytes: int = 200_000_000  # bounds the trainer's memory on a huge corpus
+    # A directory holding tokenizer.json (e.g. an earlier packed corpus): its tokenizer files
+    # are copied instead of training one, so a model trained on that corpus keeps its vocabulary.
+    reuse_from: str | None = None
 
 
 @dataclass
@@ -107,6 +110,9 @@ class PackConfig:
     seq_len: int = 1024
     val_fraction: float = 0.05  # of repositories, not files
     batch_files: int = 256
+    # Explicit held-out repositories (e.g. an earlier corpus's meta.json val_repos); when given
+    # they replace the val_fraction choice, so a grown corpus keeps the same validation split.
+    val_repos: list[str] | None = None
 
 
 @dataclass
