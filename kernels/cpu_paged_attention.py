@@ -1,13 +1,15 @@
-"""Paged attention on the CPU: each sequence's K/V copied once, head-major, run by run.
+"""Paged attention on the CPU: each sequence's keys and values read head-major, run by run.
 
-The cache's token-major layout (`[num_blocks, block_size, H_kv, D]`) suits the GPU kernels, but
-on a CPU an attention that reads it in place walks each head's keys with a stride of H_kv·D
-values, and measured on cold caches (12 layers, 1,000 tokens) it was slower than copying first.
-So each sequence's keys and values are copied once into head-major `[H_kv, S, D]`, one strided
-view per run of consecutive blocks (a fresh prompt is one run; a keystroke's cached prefix and
-its few new blocks are two), which is 1.7× faster than the reference's gather by block index
-followed by attention. A decode folds its grouped-query heads into query rows (`[H_kv, G, D]`),
-so K/V are never repeated. Same contract as `paged_attention_reference`, which it must equal.
+Torch's flash attention for CPU wants each head's keys as one stretch of rows. The contract's
+token-major layout (`[num_blocks, block_size, H_kv, D]`, what the GPU kernels read) gives it keys
+strided by H_kv·D instead, which on cold caches was slower than copying them first. So the
+engine keeps its CPU caches head-major in storage behind that same shape
+(`ModelRunner._empty_cache`): a run of consecutive blocks is then one stretch per head, a
+sequence in one run (a fresh prompt) is read as a view, and one in several runs (a keystroke's
+cached prefix and its new blocks) is concatenated, copying stretches. A token-major cache works
+too, through a copy per run. A decode folds its grouped-query heads into query rows
+(`[H_kv, G, D]`), so K/V are never repeated. Same contract as `paged_attention_reference`,
+which it must equal.
 """
 
 import torch
@@ -51,12 +53,14 @@ def block_runs(table: list[int], length: int, block_size: int) -> list[tuple[int
 
 
 def head_major(cache: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor:
-    """[1, H_kv, S, D], contiguous: the runs' tokens in order."""
+    """[1, H_kv, S, D], each head's keys contiguous: the runs' tokens in order."""
     block_size = cache.shape[1]
     views = [
         cache[first : first + -(-tokens // block_size)].flatten(0, 1)[:tokens].transpose(0, 1)
         for first, tokens in runs
     ]
+    if len(views) == 1 and views[0].stride(1) == cache.shape[-1]:
+        return views[0][None]  # a head-major cache (the engine's on the CPU): a view is enough
     return torch.cat(views, dim=1)[None]
 
 

@@ -5,7 +5,7 @@ blocks with scattered ones."""
 import pytest
 import torch
 
-from kernels.cpu_paged_attention import block_runs, paged_attention_cpu
+from kernels.cpu_paged_attention import block_runs, head_major, paged_attention_cpu
 from kernels.paged_attention import paged_attention_reference
 
 BLOCK_SIZE = 16
@@ -26,13 +26,17 @@ def _runs_of_blocks(seq_lens: list[int], num_blocks: int, gen: torch.Generator) 
     return tables
 
 
-def _case(seq_lens, q_lens, num_heads, num_kv_heads, dtype, seed, head_dim=32):
+def _case(seq_lens, q_lens, num_heads, num_kv_heads, dtype, seed, head_dim=32, head_major=False):
     gen = torch.Generator().manual_seed(seed)
     num_blocks = 4 * (sum(-(-n // BLOCK_SIZE) for n in seq_lens) + 4)
     shape = (num_blocks, BLOCK_SIZE, num_kv_heads, head_dim)
     # Slots no sequence owns hold large garbage, so reading past a sequence's end shows.
     k_cache = (torch.randn(shape, generator=gen) * 100).to(dtype)
     v_cache = (torch.randn(shape, generator=gen) * 100).to(dtype)
+    if head_major:  # the engine's CPU caches: the same shape over [H_kv, blocks, block, D] storage
+        k_cache, v_cache = (
+            c.permute(2, 0, 1, 3).contiguous().permute(1, 2, 0, 3) for c in (k_cache, v_cache)
+        )
     tables = _runs_of_blocks(seq_lens, num_blocks, gen)
     for i, n in enumerate(seq_lens):
         for t in range(n):
@@ -44,9 +48,18 @@ def _case(seq_lens, q_lens, num_heads, num_kv_heads, dtype, seed, head_dim=32):
     return q, k_cache, v_cache, tables, torch.tensor(seq_lens, dtype=torch.int32), cu
 
 
-def _check(seq_lens, q_lens, num_heads=8, num_kv_heads=2, dtype=torch.float32, seed=0, scale=None):
+def _check(
+    seq_lens,
+    q_lens,
+    num_heads=8,
+    num_kv_heads=2,
+    dtype=torch.float32,
+    seed=0,
+    scale=None,
+    head_major=False,
+):
     q, k_cache, v_cache, tables, lens, cu = _case(
-        seq_lens, q_lens, num_heads, num_kv_heads, dtype, seed
+        seq_lens, q_lens, num_heads, num_kv_heads, dtype, seed, head_major=head_major
     )
     scale = scale or q.shape[-1] ** -0.5
     got = paged_attention_cpu(q, k_cache, v_cache, tables, lens, cu, scale)
@@ -62,16 +75,31 @@ def test_block_runs():
     assert block_runs([0], 1, 16) == [(0, 1)]
 
 
+@pytest.mark.parametrize("head_major_cache", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_decodes_over_many_runs(seed):
-    _check([1, 15, 16, 17, 130, 333], [1] * 6, seed=seed)
+def test_decodes_over_many_runs(seed, head_major_cache):
+    _check([1, 15, 16, 17, 130, 333], [1] * 6, seed=seed, head_major=head_major_cache)
 
 
+@pytest.mark.parametrize("head_major_cache", [False, True])
 @pytest.mark.parametrize("seed", range(3))
-def test_prefill_and_chunks_after_cached_prefixes(seed):
+def test_prefill_and_chunks_after_cached_prefixes(seed, head_major_cache):
     """Whole prompts, chunks continuing cached prefixes (the causal mask crosses runs),
     speculative verification rows, and a sequence with no queries this step."""
-    _check([40, 97, 200, 58, 30], [40, 33, 5, 1, 0], seed=seed)
+    _check([40, 97, 200, 58, 30], [40, 33, 5, 1, 0], seed=seed, head_major=head_major_cache)
+
+
+def test_single_run_sequences_on_head_major_caches():
+    """One run of blocks in a head-major cache is read as a view, without a copy."""
+    gen = torch.Generator().manual_seed(11)
+    q, k_cache, v_cache, _, _, _ = _case([64], [1], 8, 2, torch.float32, 11, head_major=True)
+    tables = torch.arange(4, dtype=torch.int32)[None]  # blocks 0-3: one run
+    lens, cu = torch.tensor([64], dtype=torch.int32), torch.tensor([0, 1], dtype=torch.int32)
+    k_cache[:4] = torch.randn(4, BLOCK_SIZE, 2, 32, generator=gen)
+    got = paged_attention_cpu(q, k_cache, v_cache, tables, lens, cu, 0.2)
+    want = paged_attention_reference(q, k_cache, v_cache, tables, lens, cu, 0.2)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert head_major(k_cache, [(0, 64)]).data_ptr() == k_cache.data_ptr()
 
 
 @pytest.mark.parametrize(("num_heads", "num_kv_heads"), [(4, 4), (8, 1), (6, 2), (12, 4)])

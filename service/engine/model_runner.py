@@ -31,9 +31,19 @@ class ModelRunner:
         bytes_per_block = 2 * len(layers) * shape[0] * shape[1] * shape[2] * self.dtype.itemsize
         num_blocks = max(1, kv_cache_mb * 2**20 // bytes_per_block)
         for layer in layers:
-            layer.k_cache = torch.zeros(num_blocks, *shape, dtype=self.dtype, device=self.device)
-            layer.v_cache = torch.zeros(num_blocks, *shape, dtype=self.dtype, device=self.device)
+            layer.k_cache = self._empty_cache(num_blocks, shape)
+            layer.v_cache = self._empty_cache(num_blocks, shape)
         return num_blocks
+
+    def _empty_cache(self, num_blocks: int, shape: tuple[int, int, int]) -> torch.Tensor:
+        """[num_blocks, block_size, H_kv, D]. On the CPU the storage behind that shape is
+        head-major, [H_kv, num_blocks, block_size, D]: a run of consecutive blocks is then one
+        contiguous stretch of keys per head, which the CPU attention reads without a copy."""
+        if self.device.type != "cpu":
+            return torch.zeros(num_blocks, *shape, dtype=self.dtype, device=self.device)
+        block_size, heads, head_dim = shape
+        storage = torch.zeros(heads, num_blocks, block_size, head_dim, dtype=self.dtype)
+        return storage.permute(1, 2, 0, 3)
 
     def _capture_decode_graphs(self, config: EngineConfig) -> DecodeGraphs | None:
         # Capture needs a forward pass without host syncs: the Triton kernels, not the torch
