@@ -114,6 +114,46 @@ def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):
     assert seq2.output_token_ids == hf_greedy(hf_model, keystroke, 8)
 
 
+def test_keystroke_blocks_follow_the_cached_prefix(checkpoint, tokenizer, hf_model):
+    """The next keystroke takes over the previous request's stale continuation, right after the
+    shared prefix, so its blocks stay one run."""
+    engine = make_engine(checkpoint, block_size=4)
+    other = tokenizer.encode(PROMPTS[3]).ids
+    first = tokenizer.encode(PROMPTS[1]).ids
+    for request_id, ids in (("other", other), ("k1", first)):
+        engine.add_request(request_id, ids, greedy(8))
+        run_to_completion(engine)
+    keystroke = tokenizer.encode(PROMPTS[1] + "    def lo").ids
+    engine.add_request("k2", keystroke, greedy(8))
+    seq2 = engine.seqs["k2"]
+    tables = []
+    while engine.has_work():
+        engine.step()
+        tables.append(list(seq2.block_table))
+    table = max(tables, key=len)
+    assert table == list(range(table[0], table[0] + len(table)))  # one run
+    assert seq2.output_token_ids == hf_greedy(hf_model, keystroke, 8)
+
+
+def test_blocks_of_another_prefix_are_not_taken_for_adjacency(checkpoint, tokenizer):
+    """When the block after a sequence's prefix caches someone else's prompt, it stays cached."""
+    engine = make_engine(checkpoint, block_size=4, speculative_tokens=0)
+    prompt = tokenizer.encode(PROMPTS[1]).ids
+    engine.add_request("a", prompt[:16], greedy(1))  # four full blocks, nothing after them
+    run_to_completion(engine)
+    engine.add_request("b", tokenizer.encode(PROMPTS[3]).ids, greedy(1))  # the next blocks
+    run_to_completion(engine)
+    blocks = engine.block_manager.blocks
+    after_a = max(b for h, b in engine.block_manager.cached.items() if b < 4) + 1
+    held = blocks[after_a].hash
+    assert held is not None and engine.block_manager.cached[held] == after_a  # b's first block
+    engine.add_request("c", prompt[:24], greedy(4))
+    seq = engine.seqs["c"]
+    run_to_completion(engine)
+    assert seq.num_cached_tokens == 16
+    assert engine.block_manager.cached.get(held) == after_a
+
+
 def test_preemption_when_blocks_run_out(checkpoint, tokenizer, hf_model):
     # Room for a few sequences only: some are preempted, recomputed, and still exact. (Without
     # speculation, whose shorter runs would leave fewer sequences growing at once.)

@@ -18,6 +18,7 @@ class Block:
     block_id: int
     ref_count: int = 0
     hash: int | None = None
+    parent: int | None = None  # the chained hash of the block before it, when it is cached
     token_ids: list[int] = field(default_factory=list)
 
 
@@ -64,9 +65,13 @@ class BlockManager:
         needed = self.blocks_needed(seq, num_new_tokens)
         if needed > len(self.free):
             return False
+        # The hash our next block continues, when our last block is full and cached.
+        full_and_cached = seq.block_hashes and len(seq.block_hashes) == len(seq.block_table)
+        chain = seq.block_hashes[-1] if full_and_cached else None
         for _ in range(needed):
             after = seq.block_table[-1] + 1 if seq.block_table else None
-            seq.block_table.append(self._allocate_fresh(after))
+            block_id, chain = self._allocate_fresh(after, chain)
+            seq.block_table.append(block_id)
         return True
 
     def blocks_needed(self, seq: Sequence, num_new_tokens: int) -> int:
@@ -84,7 +89,7 @@ class BlockManager:
             seq.block_hashes.append(h)
             block = self.blocks[seq.block_table[i]]
             if h not in self.cached:  # a twin computed at the same time keeps the entry
-                block.hash, block.token_ids = h, tokens
+                block.hash, block.parent, block.token_ids = h, previous, tokens
                 self.cached[h] = block.block_id
 
     def fork(self, parent: Sequence, child: Sequence) -> tuple[int, int] | None:
@@ -100,7 +105,7 @@ class BlockManager:
         child.num_computed_tokens = parent.num_computed_tokens
         if num_full == len(parent.block_table):
             return None
-        child.block_table.append(self._allocate_fresh())
+        child.block_table.append(self._allocate_fresh()[0])
         return parent.block_table[num_full], child.block_table[-1]
 
     def fork_needs_block(self, parent: Sequence) -> bool:
@@ -123,19 +128,30 @@ class BlockManager:
             del self.free[block_id]
         block.ref_count += 1
 
-    def _allocate_fresh(self, preferred: int | None = None) -> int:
-        """The least recently used free block, or `preferred` when it is free and caches nothing.
+    def _allocate_fresh(
+        self, preferred: int | None = None, chain: int | None = None
+    ) -> tuple[int, int | None]:
+        """The least recently used free block, or `preferred` when it is free and caches nothing
+        or a continuation of the chain hash `chain`. Returns the block and, when it was such a
+        continuation, the hash it held: the chain its own successor would continue.
 
         Preferring the block after a sequence's last one keeps its blocks adjacent, and the CPU
-        attention reads adjacent blocks as one view instead of gathering them.
+        attention reads adjacent blocks as one view instead of copying them. The next keystroke's
+        request finds there the previous request's continuation of the same prefix (its stale
+        completion): taking it keeps the new request in one run, and it evicts only that
+        continuation (and whatever was cached after it), no other prefix's blocks.
         """
-        if preferred in self.free and self.blocks[preferred].hash is None:
+        candidate = self.blocks[preferred] if preferred in self.free else None
+        continues = candidate is not None and chain is not None and candidate.parent == chain
+        if candidate is not None and (candidate.hash is None or continues):
             del self.free[preferred]
             block_id = preferred
         else:
             block_id, _ = self.free.popitem(last=False)
+            continues = False
         block = self.blocks[block_id]
+        evicted = block.hash
         if block.hash is not None and self.cached.get(block.hash) == block_id:
             del self.cached[block.hash]
-        block.hash, block.token_ids, block.ref_count = None, [], 1
-        return block_id
+        block.hash, block.parent, block.token_ids, block.ref_count = None, None, [], 1
+        return block_id, evicted if continues else None
