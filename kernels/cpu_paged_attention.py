@@ -12,8 +12,33 @@ too, through a copy per run. A decode folds its grouped-query heads into query r
 which it must equal.
 """
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+from kernels.paged_attention import attend_last
+
+
+@dataclass(frozen=True)
+class SequenceRuns:
+    """One sequence with queries this step: its rows of q, its length, its runs of blocks."""
+
+    q_start: int
+    q_end: int
+    seq_len: int
+    runs: list[tuple[int, int]]
+
+
+def plan_sequences(
+    tables: list[list[int]], seq_lens: list[int], cu_seqlens_q: list[int], block_size: int
+) -> list[SequenceRuns]:
+    """The same for every layer of a step: the model runner makes it once, from its lists."""
+    return [
+        SequenceRuns(cu_seqlens_q[i], cu_seqlens_q[i + 1], n, block_runs(tables[i], n, block_size))
+        for i, n in enumerate(seq_lens)
+        if cu_seqlens_q[i + 1] > cu_seqlens_q[i]
+    ]
 
 
 def paged_attention_cpu(
@@ -24,20 +49,19 @@ def paged_attention_cpu(
     seq_lens: torch.Tensor,
     cu_seqlens_q: torch.Tensor,
     scale: float,
+    plan: list[SequenceRuns] | None = None,
 ) -> torch.Tensor:
     """q: [N, H, D]; caches: [num_blocks, block_size, H_kv, D]; block_tables: [B, max_blocks];
     seq_lens: [B]; cu_seqlens_q: [B + 1]. Returns [N, H, D] in q's dtype."""
+    if plan is None:
+        lists = (block_tables.tolist(), seq_lens.tolist(), cu_seqlens_q.tolist())
+        plan = plan_sequences(*lists, k_cache.shape[1])
     out = torch.zeros_like(q)
-    starts, lens, tables = cu_seqlens_q.tolist(), seq_lens.tolist(), block_tables.tolist()
-    block_size = k_cache.shape[1]
-    for i, seq_len in enumerate(lens):
-        q_start, q_end = starts[i], starts[i + 1]
-        if q_end > q_start:
-            runs = block_runs(tables[i], seq_len, block_size)
-            k, v = (head_major(cache, runs) for cache in (k_cache, v_cache))
-            queries = q[q_start:q_end].to(k.dtype)
-            attend = attend_one if q_end - q_start == 1 else attend_chunk
-            out[q_start:q_end] = attend(queries, k, v, scale)
+    for seq in plan:
+        k, v = (head_major(cache, seq.runs) for cache in (k_cache, v_cache))
+        queries = q[seq.q_start : seq.q_end]
+        attend = attend_one if seq.q_end - seq.q_start == 1 else attend_last
+        out[seq.q_start : seq.q_end] = attend(queries, k, v, scale)
     return out
 
 
@@ -68,23 +92,6 @@ def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) 
     """The last token (q: [1, H, D]) sees every key: the G heads sharing a KV head are G rows."""
     _, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
-    rows = q.view(1, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    return F.scaled_dot_product_attention(rows, k, v, scale=scale).view(1, num_heads, head_dim)
-
-
-def attend_chunk(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """The last n of S tokens (q: [n, H, D]), each seeing the keys up to its own position."""
-    n, seq_len = q.shape[0], k.shape[2]
-    mask = None
-    if n < seq_len:  # a chunk after a cached prefix: query j sits at position seq_len - n + j
-        mask = torch.arange(seq_len)[None, :] <= torch.arange(seq_len - n, seq_len)[:, None]
-    o = F.scaled_dot_product_attention(
-        q.transpose(0, 1)[None],
-        k,
-        v,
-        attn_mask=mask,
-        is_causal=mask is None,
-        scale=scale,
-        enable_gqa=True,
-    )
-    return o[0].transpose(0, 1)
+    rows = q.to(k.dtype).view(1, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    o = F.scaled_dot_product_attention(rows, k, v, scale=scale)
+    return o.view(1, num_heads, head_dim).to(q.dtype)

@@ -8,7 +8,6 @@ block table lists its blocks in order, so token t of sequence i lives in block
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu_paged_attention import paged_attention_cpu
 from kernels.dispatch import use_cpu_kernel, use_triton
 
 
@@ -50,7 +49,7 @@ def paged_attention_reference(
         q_start, q_end = starts[i], starts[i + 1]
         if q_end > q_start:
             k, v = (_gather(c, block_tables[i : i + 1], seq_len) for c in (k_cache, v_cache))
-            out[q_start:q_end] = _attend(q[q_start:q_end], k, v, scale)
+            out[q_start:q_end] = attend_last(q[q_start:q_end], k, v, scale)
     return out
 
 
@@ -61,10 +60,11 @@ def _gather(cache: torch.Tensor, block_tables: torch.Tensor, length: int) -> tor
     return cache[blocks].flatten(1, 2)[:, :length].transpose(1, 2).float()
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """q: [n, H, D], the last n of the S tokens of one sequence; k, v: [1, H_kv, S, D]."""
+def attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """q: [n, H, D], the last n of the S tokens of one sequence; k, v: [1, H_kv, S, D], whose
+    dtype the math runs in. Query j sits at position S - n + j and sees keys up to there."""
     n, seq_len = q.shape[0], k.shape[2]
-    qi = q.float().transpose(0, 1)[None]  # [1, H, n, D]
+    qi = q.to(k.dtype).transpose(0, 1)[None]  # [1, H, n, D]
     if n == 1:  # the last token sees everything
         mask, causal = None, False
     elif n == seq_len:
@@ -86,12 +86,21 @@ def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
     return store_kv_reference(key, value, k_cache, v_cache, slot_mapping)
 
 
-def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale):
+def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale, plan=None):
+    """`plan`: the CPU kernel's per-sequence runs when the caller made them once for all layers
+    (`plan_sequences`); the other implementations ignore it."""
     if use_triton(q):
         from kernels.triton_paged_attention import paged_attention_triton
 
         return paged_attention_triton(
             q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
         )
-    attention = paged_attention_cpu if use_cpu_kernel(q) else paged_attention_reference
-    return attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale)
+    if use_cpu_kernel(q):
+        from kernels.cpu_paged_attention import paged_attention_cpu
+
+        return paged_attention_cpu(
+            q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale, plan
+        )
+    return paged_attention_reference(
+        q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
+    )

@@ -96,13 +96,20 @@ class StepBatches(Dataset):
         ]
 
 
-def step_loader(curriculum: Curriculum, t: TrainConfig, ddp: Distributed, steps: range, device: torch.device) -> DataLoader:  # fmt: skip
-    workers = t.num_workers
+def step_loader(
+    curriculum: Curriculum, t: TrainConfig, ddp: Distributed, steps: range, device: torch.device
+) -> DataLoader:
     # Its own generator: starting an iterator draws a seed, which must not move the global RNG
     # that dropout uses (a resumed run would diverge from an uninterrupted one).
-    return DataLoader(StepBatches(curriculum, t, ddp), batch_size=None, sampler=steps, num_workers=workers,
-                      prefetch_factor=4 if workers else None, pin_memory=device.type == "cuda",
-                      generator=torch.Generator())  # fmt: skip
+    return DataLoader(
+        StepBatches(curriculum, t, ddp),
+        batch_size=None,
+        sampler=steps,
+        num_workers=t.num_workers,
+        prefetch_factor=4 if t.num_workers else None,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator(),
+    )
 
 
 def configure_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.AdamW:

@@ -4,7 +4,8 @@ import os
 
 import torch
 
-from kernels.dispatch import use_triton
+from kernels.cpu_paged_attention import plan_sequences
+from kernels.dispatch import use_cpu_kernel, use_triton
 from service.engine.config import EngineConfig
 from service.engine.cuda_graphs import DecodeGraphs
 from service.engine.scheduler import ScheduledChunk
@@ -110,4 +111,6 @@ class ModelRunner:
             cu_seqlens_q=tensor(cu_seqlens_q, torch.int32),
             max_seqlen_q=max(c.num_tokens for c in chunks),
         )
+        if use_cpu_kernel(meta.seq_lens):  # one plan for every layer, from the lists at hand
+            meta.cpu_plan = plan_sequences(tables, seq_lens, cu_seqlens_q, self.block_size)
         return tensor(input_ids, torch.long), tensor(positions, torch.long), meta, last_rows

@@ -24,6 +24,8 @@ class AttentionMetadata:
     seq_lens: [B] int32, tokens of each sequence in the cache after this step.
     cu_seqlens_q: [B + 1] int32, sequence i owns query tokens cu_seqlens_q[i]:cu_seqlens_q[i+1].
     max_seqlen_q: the largest number of query tokens of one sequence in this step.
+    cpu_plan: the CPU kernel's runs of blocks per sequence, made once a step for every layer
+        (`kernels.cpu_paged_attention.plan_sequences`); None where another kernel runs.
     """
 
     slot_mapping: torch.Tensor
@@ -31,6 +33,7 @@ class AttentionMetadata:
     seq_lens: torch.Tensor
     cu_seqlens_q: torch.Tensor
     max_seqlen_q: int
+    cpu_plan: list | None = None
 
 
 class PagedAttention(nn.Module):
@@ -81,6 +84,7 @@ class PagedAttention(nn.Module):
             meta.seq_lens,
             meta.cu_seqlens_q,
             self.scale,
+            meta.cpu_plan,
         )
 
     def _dense(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
