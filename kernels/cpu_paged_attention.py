@@ -1,23 +1,28 @@
-"""Paged attention on the CPU: each sequence's keys and values read head-major, run by run.
+"""Paged attention on the CPU: a compiled kernel for sequences with a few query tokens, torch's
+flash attention over head-major runs for the rest.
 
-Torch's flash attention for CPU wants each head's keys as one stretch of rows. The contract's
-token-major layout (`[num_blocks, block_size, H_kv, D]`, what the GPU kernels read) gives it keys
-strided by H_kv·D instead, which on cold caches was slower than copying them first. So the
-engine keeps its CPU caches head-major in storage behind that same shape
-(`ModelRunner._empty_cache`): a run of consecutive blocks is then one stretch per head, a
-sequence in one run (a fresh prompt) is read as a view, and one in several runs (a keystroke's
-cached prefix and its new blocks) is concatenated, copying stretches. A token-major cache works
-too, through a copy per run. A decode folds its grouped-query heads into query rows
-(`[H_kv, G, D]`), so K/V are never repeated. Same contract as `paged_attention_reference`,
-which it must equal.
+A decode step has one query token per sequence (a few more with speculative drafts or a
+keystroke's new characters). For those, `csrc/cpu_paged_attention.cpp` reads each sequence's
+blocks in place through its block table, every sequence of the step in one call, a (sequence,
+KV head) per task: one operator call per layer, where torch needs a dozen views and an attention
+call per sequence (at 16 sessions those calls cost more than the attention did). Prefill chunks
+are matrix products, where torch's flash attention is the stronger one; it wants each head's keys
+as one stretch of rows, so the engine keeps its CPU caches head-major in storage behind the
+contract's shape (`ModelRunner._empty_cache`): a run of consecutive blocks is then one stretch
+per head, read as a view, and several runs are concatenated. A token-major cache works too. Same
+contract as `paged_attention_reference`, which both paths must equal.
 """
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from kernels.paged_attention import attend_last
+from kernels.cpu_extension import cpu_kernels
+from kernels.paged_attention import attend_last, store_kv_reference
+
+# Sequences with at most this many query tokens in a step go to the compiled kernel: its work
+# grows with queries x keys without a matrix product's blocking, which flash attention has.
+MAX_QUERIES_IN_PLACE = 16
 
 
 @dataclass(frozen=True)
@@ -30,15 +35,39 @@ class SequenceRuns:
     runs: list[tuple[int, int]]
 
 
+@dataclass(frozen=True)
+class CpuAttentionPlan:
+    """Which path attends each sequence of a step; the same for every layer."""
+
+    in_place: torch.Tensor  # int32 indices of the sequences the compiled kernel attends
+    runs: list[SequenceRuns]  # the others, through flash attention
+
+
 def plan_sequences(
-    tables: list[list[int]], seq_lens: list[int], cu_seqlens_q: list[int], block_size: int
-) -> list[SequenceRuns]:
-    """The same for every layer of a step: the model runner makes it once, from its lists."""
-    return [
-        SequenceRuns(cu_seqlens_q[i], cu_seqlens_q[i + 1], n, block_runs(tables[i], n, block_size))
-        for i, n in enumerate(seq_lens)
-        if cu_seqlens_q[i + 1] > cu_seqlens_q[i]
-    ]
+    tables: list[list[int]],
+    seq_lens: list[int],
+    cu_seqlens_q: list[int],
+    block_size: int,
+    max_queries_in_place: int = MAX_QUERIES_IN_PLACE,
+) -> CpuAttentionPlan:
+    """The model runner makes it once a step, from its lists."""
+    if cpu_kernels() is None:
+        max_queries_in_place = 0
+    in_place, runs = [], []
+    for i, n in enumerate(seq_lens):
+        q_start, q_end = cu_seqlens_q[i], cu_seqlens_q[i + 1]
+        if q_end - q_start > max_queries_in_place:
+            runs.append(SequenceRuns(q_start, q_end, n, block_runs(tables[i], n, block_size)))
+        elif q_end > q_start:
+            in_place.append(i)
+    return CpuAttentionPlan(torch.tensor(in_place, dtype=torch.int32), runs)
+
+
+def store_kv_cpu(key, value, k_cache, v_cache, slot_mapping) -> None:
+    """`store_kv_reference`'s contract in one compiled call (the reference indexes a dozen times)."""
+    if (kernels := cpu_kernels()) is None:
+        return store_kv_reference(key, value, k_cache, v_cache, slot_mapping)
+    kernels.store_kv(key, value, k_cache, v_cache, slot_mapping)
 
 
 def paged_attention_cpu(
@@ -49,20 +78,31 @@ def paged_attention_cpu(
     seq_lens: torch.Tensor,
     cu_seqlens_q: torch.Tensor,
     scale: float,
-    plan: list[SequenceRuns] | None = None,
+    plan: CpuAttentionPlan | None = None,
 ) -> torch.Tensor:
     """q: [N, H, D]; caches: [num_blocks, block_size, H_kv, D]; block_tables: [B, max_blocks];
     seq_lens: [B]; cu_seqlens_q: [B + 1]. Returns [N, H, D] in q's dtype."""
     if plan is None:
         lists = (block_tables.tolist(), seq_lens.tolist(), cu_seqlens_q.tolist())
         plan = plan_sequences(*lists, k_cache.shape[1])
-    out = torch.zeros_like(q)
-    for seq in plan:
+    out = torch.empty(q.shape, dtype=k_cache.dtype, device=q.device)
+    if len(plan.in_place):
+        cpu_kernels().paged_attention_rows(
+            q.to(k_cache.dtype),
+            k_cache,
+            v_cache,
+            block_tables,
+            seq_lens,
+            cu_seqlens_q,
+            scale,
+            plan.in_place,
+            out,
+        )
+    for seq in plan.runs:
         k, v = (head_major(cache, seq.runs) for cache in (k_cache, v_cache))
         queries = q[seq.q_start : seq.q_end]
-        attend = attend_one if seq.q_end - seq.q_start == 1 else attend_last
-        out[seq.q_start : seq.q_end] = attend(queries, k, v, scale)
-    return out
+        out[seq.q_start : seq.q_end] = attend_last(queries, k, v, scale)
+    return out.to(q.dtype)
 
 
 def block_runs(table: list[int], length: int, block_size: int) -> list[tuple[int, int]]:
@@ -86,12 +126,3 @@ def head_major(cache: torch.Tensor, runs: list[tuple[int, int]]) -> torch.Tensor
     if len(views) == 1 and views[0].stride(1) == cache.shape[-1]:
         return views[0][None]  # a head-major cache (the engine's on the CPU): a view is enough
     return torch.cat(views, dim=1)[None]
-
-
-def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    """The last token (q: [1, H, D]) sees every key: the G heads sharing a KV head are G rows."""
-    _, num_heads, head_dim = q.shape
-    num_kv_heads = k.shape[1]
-    rows = q.to(k.dtype).view(1, num_kv_heads, num_heads // num_kv_heads, head_dim)
-    o = F.scaled_dot_product_attention(rows, k, v, scale=scale)
-    return o.view(1, num_heads, head_dim).to(q.dtype)

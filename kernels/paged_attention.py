@@ -83,11 +83,15 @@ def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
         from kernels.triton_paged_attention import store_kv_triton
 
         return store_kv_triton(key, value, k_cache, v_cache, slot_mapping)
+    if use_cpu_kernel(key):
+        from kernels.cpu_paged_attention import store_kv_cpu
+
+        return store_kv_cpu(key, value, k_cache, v_cache, slot_mapping)
     return store_kv_reference(key, value, k_cache, v_cache, slot_mapping)
 
 
 def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale, plan=None):
-    """`plan`: the CPU kernel's per-sequence runs when the caller made them once for all layers
+    """`plan`: the CPU kernel's plan when the caller made it once for all layers
     (`plan_sequences`); the other implementations ignore it."""
     if use_triton(q):
         from kernels.triton_paged_attention import paged_attention_triton

@@ -10,6 +10,15 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels_built():
+    """Build the C++ CPU kernels once up front (≈12 s the first time on a machine), not inside
+    the start-up of the first test server that needs them."""
+    from kernels.cpu_extension import cpu_kernels
+
+    cpu_kernels()
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Packed training shards of a few Python sources, for the training tests."""

@@ -4,6 +4,8 @@ import os
 
 import torch
 
+from kernels.cpu_extension import cpu_kernels
+from kernels.cpu_linear import can_pack, pack_linears
 from kernels.cpu_paged_attention import plan_sequences
 from kernels.dispatch import use_cpu_kernel, use_triton
 from service.engine.config import EngineConfig
@@ -23,6 +25,10 @@ class ModelRunner:
         self.block_size = config.block_size
         self.model = load_model(config.model_path, device=self.device, dtype=self.dtype)
         self.model.eval()
+        if self.device.type == "cpu":
+            cpu_kernels()  # build (first start on a machine) or load them now, not at a request
+        if can_pack(self.model):
+            pack_linears(self.model)
         self.num_blocks = self._allocate_kv_cache(config.kv_cache_mb)
         self.decode_graphs = self._capture_decode_graphs(config)
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kernels.cpu_paged_attention import CpuAttentionPlan
 from kernels.paged_attention import paged_attention, store_kv
 
 
@@ -24,7 +25,7 @@ class AttentionMetadata:
     seq_lens: [B] int32, tokens of each sequence in the cache after this step.
     cu_seqlens_q: [B + 1] int32, sequence i owns query tokens cu_seqlens_q[i]:cu_seqlens_q[i+1].
     max_seqlen_q: the largest number of query tokens of one sequence in this step.
-    cpu_plan: the CPU kernel's runs of blocks per sequence, made once a step for every layer
+    cpu_plan: which CPU path attends each sequence, made once a step for every layer
         (`kernels.cpu_paged_attention.plan_sequences`); None where another kernel runs.
     """
 
@@ -33,7 +34,7 @@ class AttentionMetadata:
     seq_lens: torch.Tensor
     cu_seqlens_q: torch.Tensor
     max_seqlen_q: int
-    cpu_plan: list | None = None
+    cpu_plan: CpuAttentionPlan | None = None
 
 
 class PagedAttention(nn.Module):

@@ -94,8 +94,9 @@ class GPTBigCode(nn.Module):
         return self.ln_f(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        head = self.wte.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, head).float()
+        if self.lm_head is None:
+            return F.linear(hidden, self.wte.weight).float()
+        return self.lm_head(hidden).float()
 
     def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load `GPTBigCodeForCausalLM` parameters (our names drop the `transformer.` prefix)."""

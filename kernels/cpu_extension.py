@@ -1,0 +1,67 @@
+"""Builds and loads the C++ CPU kernels (`kernels/csrc`), once per machine.
+
+torch's `cpp_extension` compiles them with the machine's C++ compiler on first use (≈12 s on 2
+cores; needs g++ and ninja) and caches the library under `TORCH_EXTENSIONS_DIR` (default
+`~/.cache/torch_extensions`), so later loads take milliseconds. They are compiled for the CPU at
+hand (`-march=native`), so the cache name carries a hash of the CPU's model and flags. Where they
+cannot be built, the CPU attention uses torch's own operators instead (slower at decode, same
+results) and the log says so once.
+"""
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+SOURCES = [Path(__file__).parent / "csrc" / "cpu_paged_attention.cpp"]
+# -ffast-math at compile time only (linking it would set flush-to-zero for the whole process):
+# it lets the softmax call glibc's vectorised expf.
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+
+log = logging.getLogger(__name__)
+
+
+def cpu_fingerprint() -> str:
+    """A short hash of what -march=native compiles for: the machine, CPU model and flags."""
+    described = platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        lines = cpuinfo.read_text().splitlines()
+        described += "".join(
+            next((line for line in lines if line.startswith(key)), "")
+            for key in ("model name", "flags")
+        )
+    return hashlib.sha256(described.encode()).hexdigest()[:12]
+
+
+@functools.cache
+def cpu_kernels():
+    """`torch.ops.completion_kernels`, built first if needed; None where it cannot be built."""
+    from torch.utils.cpp_extension import load
+
+    if shutil.which("ninja") is None:  # a venv's ninja, when the venv is not on PATH
+        import ninja
+
+        os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ['PATH']}"
+    try:
+        load(
+            name=f"completion_kernels_{cpu_fingerprint()}",
+            sources=[str(path) for path in SOURCES],
+            extra_cflags=CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,
+        )
+    except (OSError, RuntimeError) as error:
+        log.warning("C++ CPU kernels unavailable, using torch operators instead: %s", error)
+        return None
+    return torch.ops.completion_kernels
+
+
+if __name__ == "__main__":  # `python -m kernels.cpu_extension`: build now (images, CI)
+    logging.basicConfig(level=logging.INFO)
+    raise SystemExit(0 if cpu_kernels() is not None else 1)

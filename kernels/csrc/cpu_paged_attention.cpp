@@ -1,0 +1,212 @@
+// The paged KV cache on the CPU: storing a step's keys and values into their slots, and attention
+// for sequences with a few query tokens (decodes, verified drafts, a keystroke's new characters):
+// every such sequence of a step in one call, reading the cache through its block table in place.
+// The Python side (kernels/cpu_paged_attention.py) calls them; `store_kv_reference` and
+// `paged_attention_reference` are the definitions they must equal.
+//
+// One task is one (sequence, KV head): the G query heads that share the KV head, times the n
+// query tokens, are R = n * G rows that read each key and value once. Query j (0-based) of a
+// sequence of L tokens sits at position L - n + j and sees keys 0 .. L - n + j.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+inline float to_float(float x) { return x; }
+inline float to_float(c10::BFloat16 x) {
+  // bf16 is the high half of an fp32: a shift the compiler vectorises (c10's cast has a branch).
+  uint32_t bits = static_cast<uint32_t>(x.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline float to_float(c10::Half x) { return static_cast<float>(x); }
+
+template <typename T>
+inline void load_row(const T* __restrict src, float* __restrict dst, int64_t dim) {
+#pragma omp simd
+  for (int64_t d = 0; d < dim; ++d) dst[d] = to_float(src[d]);
+}
+
+struct Layout {  // element strides of a [num_blocks, block_size, H_kv, D] cache
+  int64_t block, token, head;
+};
+
+// Converts a block's first `count` rows (each `dim` long, `stride` apart) to fp32, packed.
+template <typename T>
+inline void load_block(const T* src, int64_t stride, int64_t count, int64_t dim, float* dst) {
+  for (int64_t j = 0; j < count; ++j) load_row(src + j * stride, dst + j * dim, dim);
+}
+
+constexpr int64_t kMaxHeadDim = 256;
+
+// kDim: the head dimension as a constant (0: read it from `head_dim`). A constant trip count
+// lets the compiler unroll the per-key loops, which otherwise spend more on loop control than on
+// the 32 multiply-adds of a small head.
+template <typename T, int64_t kDim>
+void attend_group(const T* q, T* out, const T* k_cache, const T* v_cache, Layout kl, Layout vl,
+                  const int32_t* table, int64_t seq_len, int64_t n, int64_t kv_head, int64_t group,
+                  int64_t q_stride, int64_t q_head_stride, int64_t out_stride, int64_t block_size,
+                  int64_t head_dim, float scale) {
+  const int64_t dim = kDim ? kDim : head_dim;
+  const int64_t rows = n * group;
+  std::vector<float> qf(rows * dim), acc(rows * dim, 0.f), scores(rows * seq_len);
+  std::vector<float> block(block_size * dim);
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t g = 0; g < group; ++g)
+      load_row(q + j * q_stride + (kv_head * group + g) * q_head_stride,
+               &qf[(j * group + g) * dim], dim);
+  // Row r (query token r / group) sits at position seq_len - n + r / group and sees keys up to it.
+  auto visible = [&](int64_t r) { return seq_len - n + r / group + 1; };
+
+  // Scores, a block of keys at a time: converted once, then dotted with every row.
+  for (int64_t b = 0, t0 = 0; t0 < seq_len; ++b, t0 += block_size) {
+    const int64_t count = std::min(block_size, seq_len - t0);
+    load_block(k_cache + table[b] * kl.block + kv_head * kl.head, kl.token, count, dim,
+               block.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* qr = &qf[r * dim];
+      float* s = &scores[r * seq_len + t0];
+      for (int64_t j = 0; j < count; ++j) {
+        float x = 0.f;
+#pragma omp simd reduction(+ : x)
+        for (int64_t d = 0; d < dim; ++d) x += qr[d] * block[j * dim + d];
+        s[j] = x * scale;
+      }
+    }
+  }
+  // Softmax of each row over the keys it sees.
+  for (int64_t r = 0; r < rows; ++r) {
+    float* s = &scores[r * seq_len];
+    const int64_t count = visible(r);
+    float m = s[0], sum = 0.f;
+    for (int64_t t = 1; t < count; ++t) m = std::max(m, s[t]);
+#pragma omp simd reduction(+ : sum)
+    for (int64_t t = 0; t < count; ++t) sum += (s[t] = std::exp(s[t] - m));
+    const float inv = 1.f / sum;
+#pragma omp simd
+    for (int64_t t = 0; t < count; ++t) s[t] *= inv;
+  }
+  // Weighted values, a block at a time; each row sums its block in registers (a sum kept in
+  // memory would wait on its own store at every key).
+  for (int64_t b = 0, t0 = 0; t0 < seq_len; ++b, t0 += block_size) {
+    const int64_t count = std::min(block_size, seq_len - t0);
+    load_block(v_cache + table[b] * vl.block + kv_head * vl.head, vl.token, count, dim,
+               block.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t seen = std::min(count, visible(r) - t0);
+      const float* p = &scores[r * seq_len + t0];
+      float sum[kDim ? kDim : kMaxHeadDim] = {};
+      for (int64_t j = 0; j < seen; ++j)
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) sum[d] += p[j] * block[j * dim + d];
+      float* a = &acc[r * dim];
+#pragma omp simd
+      for (int64_t d = 0; d < dim; ++d) a[d] += sum[d];
+    }
+  }
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t g = 0; g < group; ++g) {
+      T* o = out + j * out_stride + (kv_head * group + g) * dim;
+      const float* a = &acc[(j * group + g) * dim];
+      for (int64_t d = 0; d < dim; ++d) o[d] = static_cast<T>(a[d]);
+    }
+}
+
+// q, out: [N, H, D] (q any strides with D contiguous, as a slice of a fused projection gives;
+// out contiguous); caches: [num_blocks, block_size, H_kv, D] (any strides, D contiguous);
+// block_tables: [B, max_blocks] int32; seq_lens: [B] int32; cu_seqlens_q: [B + 1] int32;
+// seqs: int32 indices of the sequences to compute. Writes their rows of out.
+void paged_attention_rows(const at::Tensor& q, const at::Tensor& k_cache,
+                          const at::Tensor& v_cache, const at::Tensor& block_tables,
+                          const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q,
+                          double scale, const at::Tensor& seqs, at::Tensor& out) {
+  TORCH_CHECK(q.stride(2) == 1, "q's head_dim must be contiguous");
+  TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
+  TORCH_CHECK(q.size(2) <= kMaxHeadDim, "head_dim must be at most ", kMaxHeadDim);
+  TORCH_CHECK(k_cache.stride(3) == 1 && v_cache.stride(3) == 1, "head_dim must be contiguous");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && q.scalar_type() == out.scalar_type(),
+              "q, the caches and out must share a dtype");
+  const int64_t heads = q.size(1), dim = q.size(2), kv_heads = k_cache.size(2);
+  const int64_t block_size = k_cache.size(1), width = block_tables.size(1);
+  const int64_t group = heads / kv_heads, q_stride = q.stride(0);
+  const Layout kl{k_cache.stride(0), k_cache.stride(1), k_cache.stride(2)};
+  const Layout vl{v_cache.stride(0), v_cache.stride(1), v_cache.stride(2)};
+  const auto tables = block_tables.contiguous(), lens = seq_lens.contiguous();
+  const auto starts = cu_seqlens_q.contiguous(), chosen = seqs.contiguous();
+  const int32_t* table = tables.data_ptr<int32_t>();
+  const int32_t* len = lens.data_ptr<int32_t>();
+  const int32_t* start = starts.data_ptr<int32_t>();
+  const int32_t* seq = chosen.data_ptr<int32_t>();
+  const int64_t tasks = chosen.numel() * kv_heads;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "paged_attention_rows",
+                                  [&] {
+    const auto* qp = q.data_ptr<scalar_t>();
+    auto* op = out.data_ptr<scalar_t>();
+    const auto* kp = k_cache.data_ptr<scalar_t>();
+    const auto* vp = v_cache.data_ptr<scalar_t>();
+    const auto attend = dim == 32    ? attend_group<scalar_t, 32>
+                        : dim == 64  ? attend_group<scalar_t, 64>
+                        : dim == 128 ? attend_group<scalar_t, 128>
+                                     : attend_group<scalar_t, 0>;
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t i = seq[task / kv_heads], h = task % kv_heads;
+        const int64_t first = start[i], n = start[i + 1] - start[i];
+        attend(qp + first * q_stride, op + first * heads * dim, kp, vp, kl, vl,
+               table + i * width, len[i], n, h, group, q_stride, q.stride(1), heads * dim,
+               block_size, dim, static_cast<float>(scale));
+      }
+    });
+  });
+}
+
+
+// key, value: [N, H_kv, D] (D contiguous); caches: [num_blocks, block_size, H_kv, D] (any
+// strides, D contiguous); slot_mapping: [N] int64, block * block_size + offset, < 0 = skip.
+void store_kv(const at::Tensor& key, const at::Tensor& value, at::Tensor& k_cache,
+              at::Tensor& v_cache, const at::Tensor& slot_mapping) {
+  TORCH_CHECK(key.stride(2) == 1 && value.stride(2) == 1, "K/V head_dim must be contiguous");
+  TORCH_CHECK(k_cache.stride(3) == 1 && v_cache.stride(3) == 1, "head_dim must be contiguous");
+  const auto slots = slot_mapping.contiguous();
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  const int64_t tokens = key.size(0), kv_heads = key.size(1), dim = key.size(2);
+  const int64_t block_size = k_cache.size(1);
+  auto copy = [&](const at::Tensor& src, at::Tensor& cache) {
+    const auto from = src.to(cache.scalar_type());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, cache.scalar_type(), "store_kv", [&] {
+      const auto* in = from.data_ptr<scalar_t>();
+      auto* out = cache.data_ptr<scalar_t>();
+      for (int64_t t = 0; t < tokens; ++t) {
+        if (slot[t] < 0) continue;
+        const int64_t block = slot[t] / block_size, offset = slot[t] % block_size;
+        for (int64_t h = 0; h < kv_heads; ++h)
+          std::memcpy(out + block * cache.stride(0) + offset * cache.stride(1) + h * cache.stride(2),
+                      in + t * from.stride(0) + h * from.stride(1), dim * sizeof(scalar_t));
+      }
+    });
+  };
+  copy(key, k_cache);
+  copy(value, v_cache);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(completion_kernels, m) {
+  m.def(
+      "paged_attention_rows(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
+      "Tensor seq_lens, Tensor cu_seqlens_q, float scale, Tensor seqs, Tensor(a!) out) -> ()");
+  m.impl("paged_attention_rows", c10::DispatchKey::CPU, &paged_attention_rows);
+  m.def(
+      "store_kv(Tensor key, Tensor value, Tensor(a!) k_cache, Tensor(b!) v_cache, "
+      "Tensor slot_mapping) -> ()");
+  m.impl("store_kv", c10::DispatchKey::CPU, &store_kv);
+}
