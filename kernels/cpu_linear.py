@@ -15,12 +15,12 @@ from torch import nn
 class PackedLinear(nn.Module):
     """`nn.Linear`'s forward over a weight packed for oneDNN; serving only (no gradients)."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_features, self.in_features = weight.shape
         # The batch-size hint picks a layout; 1 (a decode step) measured no slower at 1,000 rows.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1)
-        self.bias = linear.bias
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+        self.bias = bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
@@ -38,12 +38,15 @@ def can_pack(model: nn.Module) -> bool:
 
 
 def pack_linears(model: nn.Module) -> int:
-    """Replace each `nn.Linear` of the model with a `PackedLinear`; returns how many. (A head
-    tied to the embedding is not an `nn.Linear`: it stays a plain product.)"""
+    """Replace each `nn.Linear` of the model with a `PackedLinear`, and give a head tied to the
+    token embedding (`lm_head` None) a packed copy of it; returns how many were packed."""
     count = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, name, PackedLinear(child))
+                setattr(module, name, PackedLinear(child.weight, child.bias))
                 count += 1
+    if getattr(model, "lm_head", False) is None:  # the packed copy costs vocab x width once more
+        model.lm_head = PackedLinear(model.get_input_embeddings().weight)
+        count += 1
     return count

@@ -120,6 +120,7 @@ class GPT2(nn.Module):
         self.n_shared_blocks = getattr(config, "n_shared_blocks", None)
 
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.lm_head = None  # tied: the logits are a product with wte (compute_logits)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)
         self.h = nn.ModuleList(
@@ -164,8 +165,13 @@ class GPT2(nn.Module):
             x = self.block(i)(x, attn, meta)
         return self.ln_f(x)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.wte.weight).float()
+        if self.lm_head is None:
+            return F.linear(hidden, self.wte.weight).float()
+        return self.lm_head(hidden).float()
 
     def load_hf_state_dict(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load `GPT2LMHeadModel` parameters. The tied variant takes layer i < k as block i and

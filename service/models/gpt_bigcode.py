@@ -93,6 +93,9 @@ class GPTBigCode(nn.Module):
             x = block(x, meta)
         return self.ln_f(x)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
             return F.linear(hidden, self.wte.weight).float()

@@ -161,6 +161,9 @@ class Llama(nn.Module):
             x = layer(x, cos, sin, meta)
         return self.norm(x)
 
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is None:
             return F.linear(hidden, self.embed_tokens.weight).float()
