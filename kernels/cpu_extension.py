@@ -18,7 +18,10 @@ from pathlib import Path
 
 import torch
 
-SOURCES = [Path(__file__).parent / "csrc" / "cpu_paged_attention.cpp"]
+SOURCES = [
+    Path(__file__).parent / "csrc" / name
+    for name in ("cpu_paged_attention.cpp", "rotary_embedding.cpp")
+]
 # -ffast-math at compile time only (linking it would set flush-to-zero for the whole process):
 # it lets the softmax call glibc's vectorised expf.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]

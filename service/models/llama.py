@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from kernels.rotary import apply_rope
 from service.models.attention import AttentionMetadata, PagedAttention
 
 # Hugging Face projection -> (our fused projection, its place in the concatenation).
@@ -33,14 +34,6 @@ def rope_frequencies(config: PretrainedConfig, head_dim: int) -> tuple[torch.Ten
         return 1.0 / params["rope_theta"] ** exponents, 1.0
     # Scaled variants (llama3, linear, yarn, ...): use transformers' formulas as they are.
     return ROPE_INIT_FUNCTIONS[params["rope_type"]](config)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [..., H, D]; cos, sin: [..., D/2] of each token, shared by the heads. Rotates the pairs
-    (x_i, x_{i+D/2}), transformers' `rotate_half` convention, without building rotate_half(x)."""
-    x1, x2 = x.chunk(2, dim=-1)
-    cos, sin = cos.unsqueeze(-2), sin.unsqueeze(-2)
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class RMSNorm(nn.Module):
@@ -140,12 +133,10 @@ class Llama(nn.Module):
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.layers]
 
-    def rope(
-        self, positions: torch.Tensor, dtype: torch.dtype
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        angles = positions[..., None].float() * self.inv_freq.to(positions.device)  # [..., D/2]
-        cos, sin = angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
-        return cos.to(dtype), sin.to(dtype)
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fp32 cos and sin of each position's angles, [..., D/2]."""
+        angles = positions[..., None].float() * self.inv_freq.to(positions.device)
+        return angles.cos() * self.rope_scale, angles.sin() * self.rope_scale
 
     def forward(
         self,
@@ -156,7 +147,7 @@ class Llama(nn.Module):
         if positions is None:
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         x = self.embed_tokens(input_ids)
-        cos, sin = self.rope(positions, x.dtype)
+        cos, sin = self.rope(positions)
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         return self.norm(x)
