@@ -1,8 +1,9 @@
 """Cancellation, overload and deadlines against the real server process over real HTTP.
 
-The checkpoint is a random Llama large enough (~8 ms a token here) that a 1000-token request
-runs for seconds, so a test can act while it runs. Its head never favours a special token, so
-no request ends early at an end-of-text the random weights happened to pick.
+The checkpoint is a random Llama large enough (≈3-4 ms a token here, without speculation: a
+random model's greedy text loops, which drafts from the context would race through) that a
+2000-token request runs for seconds, so a test can act while it runs. Its head never favours a
+special token, so no request ends early at an end-of-text the random weights happened to pick.
 """
 
 import asyncio
@@ -16,7 +17,7 @@ from tokenizers import Tokenizer
 from tests.service_process import running_server
 from tests.tiny_checkpoints import build_checkpoint
 
-LONG = {"prompt": "import os\n", "max_tokens": 1000, "temperature": 0}
+LONG = {"prompt": "import os\n", "max_tokens": 2000, "temperature": 0}
 TIMEOUT_S = 3.0
 
 
@@ -32,6 +33,7 @@ def base_url(tmp_path_factory):
     )
     never_special_tokens(model)
     flags = ["--max-num-seqs", "2", "--max-waiting", "0", "--max-n", "3"]
+    flags += ["--speculative-tokens", "0", "--max-tokens-limit", "2000"]
     with running_server(model, *flags, "--request-timeout-s", str(TIMEOUT_S)) as url:
         yield url
 
@@ -108,7 +110,7 @@ def test_newer_request_of_the_session_aborts_the_older(base_url):
 
     older, newer, elapsed = asyncio.run(keystrokes())
     assert newer.status_code == 200 and newer.json()["choices"][0]["finish_reason"] == "length"
-    # The older one came back early with what it had, well short of 1000 tokens.
+    # The older one came back early with what it had, well short of its max_tokens.
     assert older.status_code == 200 and older.json()["usage"]["completion_tokens"] < 1000
     assert elapsed < 2.0
     assert counter(base_url, "engine_cancellations_total", cause="superseded") == before + 1

@@ -2,12 +2,14 @@
 chunked prefill, preemption, cancellation and the decoding options."""
 
 import asyncio
+import threading
 
 import pytest
 import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
+import service.engine.async_engine as async_engine
 from service.engine import (
     AsyncEngine,
     EngineConfig,
@@ -256,3 +258,23 @@ def test_async_engine_supersede_abort_and_overload(checkpoint, tokenizer):
             engine.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_async_engine_builds_on_its_thread_and_reports_what_stopped_it(
+    checkpoint, tmp_path, monkeypatch
+):
+    """The model loads on the engine thread (one OpenMP pool: docs/benchmarks.md); an error
+    there reaches the caller, not a dead thread."""
+    built_on = []
+
+    class Recorded(async_engine.LLMEngine):
+        def __init__(self, config):
+            built_on.append(threading.current_thread().name)
+            super().__init__(config)
+
+    monkeypatch.setattr(async_engine, "LLMEngine", Recorded)
+    engine = AsyncEngine(EngineConfig(model_path=checkpoint, num_threads=1))
+    engine.shutdown()
+    assert built_on == ["engine"]
+    with pytest.raises(Exception, match="No such file"):
+        AsyncEngine(EngineConfig(model_path=tmp_path / "missing", num_threads=1))

@@ -5,7 +5,8 @@ import pytest
 from tokenizers import Tokenizer
 
 from service.engine import EngineConfig, LLMEngine, SamplingParams
-from service.engine.speculation import accepted_tokens, propose_draft
+from service.engine.sequence import Sequence
+from service.engine.speculation import MAX_DRAFT_PAUSE, accepted_tokens, pace_drafts, propose_draft
 from tests.scripted_checkpoint import SCRIPT, build_scripted_checkpoint
 from tests.tiny_checkpoints import build_checkpoint
 
@@ -23,6 +24,18 @@ def test_accepted_tokens_stop_at_the_first_miss():
     assert accepted_tokens([5, 6, 7], [5, 6, 7, 8]) == [5, 6, 7, 8]  # all kept, plus the bonus
     assert accepted_tokens([5, 6, 7], [5, 9, 7, 8]) == [5, 9]
     assert accepted_tokens([5, 6, 7], [4, 6, 7, 8]) == [4]
+
+
+def test_rejected_drafts_pause_drafting_longer_each_time_in_a_row():
+    seq = Sequence("r", [1, 2, 3], SamplingParams(max_tokens=8, temperature=0.0))
+    pauses = []
+    for _ in range(7):
+        pace_drafts(seq, accepted=0)
+        pauses.append(seq.draft_pause)
+    assert pauses == [1, 2, 4, 8, 16, MAX_DRAFT_PAUSE, MAX_DRAFT_PAUSE]
+    pace_drafts(seq, accepted=2)  # an accepted token: the next miss pauses one step again
+    pace_drafts(seq, accepted=0)
+    assert seq.draft_pause == 1
 
 
 def run(engine: LLMEngine, requests: dict[str, tuple[list[int], SamplingParams]]) -> tuple:

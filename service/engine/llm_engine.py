@@ -16,7 +16,7 @@ from service.engine.sampler import Sampler
 from service.engine.sampling_params import SamplingParams
 from service.engine.scheduler import Scheduler
 from service.engine.sequence import Sequence, Status
-from service.engine.speculation import accepted_tokens
+from service.engine.speculation import accepted_tokens, pace_drafts
 
 
 class InvalidRequest(ValueError):
@@ -153,6 +153,7 @@ class LLMEngine:
             kept = accepted_tokens(draft, greedy)  # the kept draft tokens, then the model's own
             chunk.num_tokens -= len(draft) - (len(kept) - 1)
             metrics.observe_draft(len(draft), len(kept) - 1)
+            pace_drafts(seq, len(kept) - 1)
             seq.draft_token_ids = []
             speculated.append((seq, kept))
         return speculated

@@ -110,6 +110,9 @@ class Scheduler:
             seq.params.max_tokens - seq.num_output_tokens - 1,
             self.max_positions - len(seq) - 1,
         )
+        if seq.draft_pause > 0:
+            seq.draft_pause -= 1
+            return []
         if room <= 0 or not can_speculate(seq):
             return []
         longest, shortest = self.config.speculative_ngram

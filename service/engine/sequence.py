@@ -26,6 +26,8 @@ class Sequence:
     block_table: list[int] = field(default_factory=list)
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of its full blocks
     draft_token_ids: list[int] = field(default_factory=list)  # this step's speculative tokens
+    draft_pause: int = 0  # steps left without drafting (speculation.pace_drafts)
+    draft_backoff: int = 1  # the pause after the next draft the model rejects outright
     status: Status = Status.WAITING
     finish_reason: str | None = None  # "stop", "length" or "abort"
     raw_text: str = ""  # the output tokens decoded, as the model spelled them

@@ -38,6 +38,22 @@ def can_speculate(seq: Sequence) -> bool:
     )
 
 
+# The longest pause, in steps, of a sequence whose drafts the model keeps rejecting.
+MAX_DRAFT_PAUSE = 16
+
+
+def pace_drafts(seq: Sequence, accepted: int) -> None:
+    """A draft the model rejects outright costs its rows in the step for nothing, and where many
+    sequences decode together those rows are what a step spends most on (attention reads every
+    key once per row). So a sequence pauses drafting after such a miss, twice as long after each
+    miss in a row (up to MAX_DRAFT_PAUSE steps); any accepted token ends the pause."""
+    if accepted:
+        seq.draft_backoff = 1
+        return
+    seq.draft_pause = seq.draft_backoff
+    seq.draft_backoff = min(2 * seq.draft_backoff, MAX_DRAFT_PAUSE)
+
+
 def accepted_tokens(draft: list[int], greedy: list[int]) -> list[int]:
     """The draft up to its first miss, then the model's own token there (or after it).
 
