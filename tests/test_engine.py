@@ -100,6 +100,29 @@ def test_chunked_prefill_never_stalls_decoding(checkpoint, tokenizer):
         assert short.num_output_tokens == before + 1, "the decoding sequence skipped a step"
 
 
+def test_a_keystroke_tail_does_not_wait_behind_a_long_prompt(checkpoint, tokenizer, hf_model):
+    """While sequences decode, long prompts advance by a budget of tokens a step, first come first
+    served; a keystroke whose prefix is cached has only a few tokens left, and goes in whole."""
+    engine = make_engine(
+        checkpoint, block_size=4, max_prefill_tokens_while_decoding=8, speculative_tokens=0
+    )
+    warm = tokenizer.encode(PROMPTS[1]).ids
+    engine.add_request("warm", warm, greedy(2))
+    run_to_completion(engine)
+    engine.add_request("decoding", tokenizer.encode("a = 1").ids, greedy(40))
+    engine.step()
+    engine.add_request("long", tokenizer.encode(PROMPTS[3] * 2).ids, greedy(2))
+    keystroke = tokenizer.encode(PROMPTS[1] + "    def lo").ids
+    engine.add_request("keystroke", keystroke, greedy(6))
+    tail = engine.seqs["keystroke"]
+    engine.step()
+    long = engine.seqs["long"]
+    assert tail.num_output_tokens == 1  # its whole tail was computed in this one step
+    assert 0 < long.num_computed_tokens <= 8 < len(long)  # the long prompt got its chunk
+    run_to_completion(engine)
+    assert tail.output_token_ids == hf_greedy(hf_model, keystroke, 6)
+
+
 def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):
     engine = make_engine(checkpoint, block_size=4)
     first = tokenizer.encode(PROMPTS[1]).ids

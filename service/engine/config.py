@@ -18,6 +18,9 @@ class EngineConfig:
     # While sequences decode, prompts advance by at most this many tokens a step, so a burst of
     # new prompts slows the answers already streaming only a little.
     max_prefill_tokens_while_decoding: int = 128
+    # A prompt with at most this many tokens left to compute (a keystroke after its cached prefix)
+    # is prefilled whole, outside that budget: a warm editor session never waits behind chunks.
+    max_tail_tokens: int = 32
     max_waiting: int = 128  # queued requests past which new ones are refused
     num_threads: int | None = None  # torch CPU threads; None = all cores
     # Greedy sequences draft up to this many tokens a step from their own context and verify

@@ -37,6 +37,7 @@ class Scheduler:
         self.max_num_seqs = config.max_num_seqs
         self.max_num_batched_tokens = config.max_num_batched_tokens
         self.max_prefill_tokens_while_decoding = config.max_prefill_tokens_while_decoding
+        self.max_tail_tokens = config.max_tail_tokens
         self.block_manager = block_manager
         self.waiting: deque[Sequence] = deque()  # prompts not fully computed, oldest first
         self.running: list[Sequence] = []  # decoding, oldest first
@@ -67,8 +68,7 @@ class Scheduler:
     def _schedule_step(self) -> list[ScheduledChunk]:
         chunks = self._schedule_decodes()
         budget = self.max_num_batched_tokens - sum(c.num_tokens for c in chunks)
-        if chunks:
-            budget = min(budget, self.max_prefill_tokens_while_decoding)
+        chunk_budget = min(budget, self.max_prefill_tokens_while_decoding) if chunks else budget
         slots = self.max_num_seqs - len(self.running)
         for seq in list(self.waiting):
             if budget <= 0 or slots <= 0:
@@ -76,11 +76,15 @@ class Scheduler:
             if not seq.block_table and seq.num_computed_tokens == 0:
                 self.block_manager.match_prefix(seq)
                 metrics.observe_scheduled(seq)
-            num_tokens = min(len(seq) - seq.num_computed_tokens, budget)
+            left = len(seq) - seq.num_computed_tokens
+            num_tokens = min(left, budget if left <= self.max_tail_tokens else chunk_budget)
+            if num_tokens <= 0:
+                continue  # no room for chunks this step; tails behind it may still fit
             if not self.block_manager.ensure_slots(seq, num_tokens):
                 break  # first come, first served: later prompts wait behind this one
             chunks.append(ScheduledChunk(seq, num_tokens))
             budget -= num_tokens
+            chunk_budget -= num_tokens
             slots -= 1
         return chunks
 
