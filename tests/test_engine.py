@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from prometheus_client import REGISTRY
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
@@ -106,12 +107,14 @@ def test_a_keystroke_tail_does_not_wait_behind_a_long_prompt(checkpoint, tokeniz
     engine = make_engine(
         checkpoint, block_size=4, max_prefill_tokens_while_decoding=8, speculative_tokens=0
     )
+    queued = REGISTRY.get_sample_value("engine_queue_time_seconds_count") or 0
     warm = tokenizer.encode(PROMPTS[1]).ids
     engine.add_request("warm", warm, greedy(2))
     run_to_completion(engine)
     engine.add_request("decoding", tokenizer.encode("a = 1").ids, greedy(40))
     engine.step()
     engine.add_request("long", tokenizer.encode(PROMPTS[3] * 2).ids, greedy(2))
+    engine.add_request("long2", tokenizer.encode(PROMPTS[0] * 3).ids, greedy(2))  # waits its turn
     keystroke = tokenizer.encode(PROMPTS[1] + "    def lo").ids
     engine.add_request("keystroke", keystroke, greedy(6))
     tail = engine.seqs["keystroke"]
@@ -121,6 +124,9 @@ def test_a_keystroke_tail_does_not_wait_behind_a_long_prompt(checkpoint, tokeniz
     assert 0 < long.num_computed_tokens <= 8 < len(long)  # the long prompt got its chunk
     run_to_completion(engine)
     assert tail.output_token_ids == hf_greedy(hf_model, keystroke, 6)
+    # Each request's wait is observed once, when its first chunk is scheduled, however many
+    # steps the second long prompt was passed over.
+    assert REGISTRY.get_sample_value("engine_queue_time_seconds_count") == queued + 5
 
 
 def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):

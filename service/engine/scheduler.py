@@ -74,14 +74,15 @@ class Scheduler:
             if budget <= 0 or slots <= 0:
                 break
             if not seq.block_table and seq.num_computed_tokens == 0:
-                self.block_manager.match_prefix(seq)
-                metrics.observe_scheduled(seq)
+                self.block_manager.match_prefix(seq)  # stops at the first uncached block
             left = len(seq) - seq.num_computed_tokens
             num_tokens = min(left, budget if left <= self.max_tail_tokens else chunk_budget)
             if num_tokens <= 0:
                 continue  # no room for chunks this step; tails behind it may still fit
             if not self.block_manager.ensure_slots(seq, num_tokens):
                 break  # first come, first served: later prompts wait behind this one
+            if seq.num_computed_tokens == seq.num_cached_tokens:  # its first chunk
+                metrics.observe_scheduled(seq)
             chunks.append(ScheduledChunk(seq, num_tokens))
             budget -= num_tokens
             chunk_budget -= num_tokens
