@@ -5,6 +5,7 @@ tables mix runs of consecutive blocks with scattered ones."""
 import pytest
 import torch
 
+import kernels.cpu_paged_attention as cpu_attention
 from kernels.cpu_extension import cpu_kernels
 from kernels.cpu_paged_attention import (
     MAX_QUERIES_IN_PLACE,
@@ -185,3 +186,18 @@ def test_store_kv(head_major_cache, dtype):
     store_kv_reference(key, value, want_k, want_v, slots)
     assert torch.equal(got_k, want_k) and torch.equal(got_v, want_v)
     assert torch.equal(got_k.flatten(0, 1)[95], key[2].to(dtype))
+
+
+def test_without_the_compiled_kernels_torch_serves_every_sequence(monkeypatch):
+    """A machine without a compiler: the plan sends every sequence to flash attention and the
+    store goes through the reference, with the same results."""
+    monkeypatch.setattr(cpu_attention, "cpu_kernels", lambda: None)
+    q, k_cache, v_cache, tables, lens, cu = _case([70, 30], [1, 3], 8, 2, torch.float32, 9)
+    plan = plan_sequences(tables.tolist(), lens.tolist(), cu.tolist(), BLOCK_SIZE)
+    assert len(plan.in_place) == 0 and len(plan.runs) == 2
+    got = paged_attention_cpu(q, k_cache, v_cache, tables, lens, cu, 0.3, plan)
+    want = paged_attention_reference(q, k_cache, v_cache, tables, lens, cu, 0.3)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    key = torch.randn(2, 2, 32)
+    store_kv_cpu(key, key, k_cache, v_cache, torch.tensor([5, -1]))
+    assert torch.equal(k_cache.flatten(0, 1)[5], key[0])
