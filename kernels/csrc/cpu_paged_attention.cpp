@@ -40,7 +40,8 @@ struct Layout {  // element strides of a [num_blocks, block_size, H_kv, D] cache
   int64_t block, token, head;
 };
 
-// 16 fp32 lanes (GCC/Clang vector extensions: one AVX-512 register, two AVX2 ones, ...).
+// 16 fp32 lanes (GCC vector extensions: one AVX-512 register, two AVX2 ones, ...). Another
+// compiler fails the build, and the engine falls back to torch (kernels/cpu_extension.py).
 typedef float Lanes __attribute__((vector_size(64), aligned(4)));
 typedef int32_t LaneIndex __attribute__((vector_size(64)));
 
