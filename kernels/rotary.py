@@ -17,9 +17,25 @@ def apply_rope_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) 
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`apply_rope_reference`'s contract (cos, sin in fp32). The engine's flat [N, H, D] batches
-    on the CPU are rotated in place by the compiled kernel, in fp32 with one rounding."""
-    if x.dim() == 3 and use_cpu_kernel(x) and (kernels := cpu_kernels()) is not None:
+    """`apply_rope_reference`'s contract (cos, sin as `rope_tables` gives them). The engine's flat
+    [N, H, D] batches on the CPU are rotated in place by the compiled kernel, in fp32 with one
+    rounding."""
+    if (kernels := _compiled_for(x, flat_dims=3)) is not None:
         kernels.rotary_embedding_(x, cos, sin)
         return x
     return apply_rope_reference(x, cos, sin)
+
+
+def rope_tables(
+    hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 cos and sin in the dtype `apply_rope` will use for these hidden states' heads: fp32
+    for the compiled kernel, else the model's, cast here once a step rather than in every layer."""
+    if _compiled_for(hidden, flat_dims=2) is not None:
+        return cos, sin
+    return cos.to(hidden.dtype), sin.to(hidden.dtype)
+
+
+def _compiled_for(x: torch.Tensor, flat_dims: int):
+    """The compiled kernels where they serve x: the engine's flat batches on the CPU."""
+    return cpu_kernels() if x.dim() == flat_dims and use_cpu_kernel(x) else None

@@ -12,6 +12,7 @@ import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from service.engine import metrics
@@ -39,29 +40,6 @@ class _Abort:
     request_id: str
 
 
-class _Started:
-    """The engine built on its thread, or the error that stopped it, handed to the caller."""
-
-    def __init__(self):
-        self._event = threading.Event()
-        self._engine: LLMEngine | None = None
-        self._error: BaseException | None = None
-
-    def done(self, engine: LLMEngine) -> None:
-        self._engine = engine
-        self._event.set()
-
-    def fail(self, error: BaseException) -> None:
-        self._error = error
-        self._event.set()
-
-    def wait(self) -> LLMEngine:
-        self._event.wait()
-        if self._error is not None:
-            raise self._error
-        return self._engine
-
-
 class AsyncEngine:
     def __init__(self, config: EngineConfig):
         self.config = config
@@ -69,12 +47,10 @@ class AsyncEngine:
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._sessions: dict[str, str] = {}  # session id -> its latest request id
         self._stopped = threading.Event()
-        started = _Started()
-        self._thread = threading.Thread(
-            target=self._run, args=(started,), name="engine", daemon=True
-        )
+        built: Future[LLMEngine] = Future()  # the engine, or what stopped it, from its thread
+        self._thread = threading.Thread(target=self._run, args=(built,), name="engine", daemon=True)
         self._thread.start()
-        self.engine = started.wait()
+        self.engine = built.result()
         self.tokenizer = self.engine.tokenizer
 
     @property
@@ -143,7 +119,7 @@ class AsyncEngine:
 
     # -- engine thread ---------------------------------------------------------------------
 
-    def _run(self, started: "_Started") -> None:
+    def _run(self, built: Future) -> None:
         # The engine is built here, not by the caller: OpenMP keeps a pool of worker threads for
         # each thread that starts parallel regions, and with a second pool around (the main
         # thread's, had it loaded the model) this thread's small parallel regions ran 2-3x
@@ -151,9 +127,9 @@ class AsyncEngine:
         try:
             self.engine = LLMEngine(self.config)
         except BaseException as error:
-            started.fail(error)
+            built.set_exception(error)
             return
-        started.done(self.engine)
+        built.set_result(self.engine)
         self._loop()
 
     def _loop(self) -> None:

@@ -110,14 +110,14 @@ class Scheduler:
 
     def _draft(self, seq: Sequence) -> list[int]:
         """Speculative tokens for this step, within the request's and the model's limits."""
+        if seq.draft_pause > 0:
+            seq.draft_pause -= 1
+            return []
         room = min(
             self.speculative_tokens,
             seq.params.max_tokens - seq.num_output_tokens - 1,
             self.max_positions - len(seq) - 1,
         )
-        if seq.draft_pause > 0:
-            seq.draft_pause -= 1
-            return []
         if room <= 0 or not can_speculate(seq):
             return []
         longest, shortest = self.config.speculative_ngram

@@ -14,7 +14,7 @@ from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from kernels.rms_norm import rms_norm
-from kernels.rotary import apply_rope
+from kernels.rotary import apply_rope, rope_tables
 from service.models.attention import AttentionMetadata, PagedAttention
 
 # Hugging Face projection -> (our fused projection, its place in the concatenation).
@@ -146,7 +146,7 @@ class Llama(nn.Module):
         if positions is None:
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         x = self.embed_tokens(input_ids)
-        cos, sin = self.rope(positions)
+        cos, sin = rope_tables(x, *self.rope(positions))
         for layer in self.layers:
             x = layer(x, cos, sin, meta)
         return self.norm(x)
