@@ -20,7 +20,12 @@ import torch
 
 SOURCES = [
     Path(__file__).parent / "csrc" / name
-    for name in ("cpu_paged_attention.cpp", "rotary_embedding.cpp", "rms_norm.cpp")
+    for name in (
+        "cpu_paged_attention.cpp",
+        "rotary_embedding.cpp",
+        "rms_norm.cpp",
+        "cpu_linear.cpp",
+    )
 ]
 # -ffast-math at compile time only (linking it would set flush-to-zero for the whole process):
 # it lets the softmax call glibc's vectorised expf.

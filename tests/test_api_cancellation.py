@@ -29,7 +29,7 @@ def base_url(tmp_path_factory):
         max_position_embeddings=2048,
         hidden_size=256,
         intermediate_size=512,
-        num_hidden_layers=6,
+        num_hidden_layers=12,
     )
     never_special_tokens(model)
     flags = ["--max-num-seqs", "2", "--max-waiting", "0", "--max-n", "3"]
