@@ -45,6 +45,7 @@ def start_serving(settings: Settings) -> Serving:
             max_waiting=settings.max_waiting,
             max_prefill_tokens_while_decoding=settings.prefill_while_decoding,
             speculative_tokens=settings.speculative_tokens,
+            stream_interval_ms=settings.stream_interval_ms,
             num_threads=settings.num_threads,
         )
     )

@@ -79,6 +79,11 @@ class Settings:
     speculative_tokens: int = setting(
         4, "greedy requests draft up to this many tokens a step from their own context; 0 = off"
     )
+    stream_interval_ms: float = setting(
+        20.0,
+        "a streamed completion's pieces between its first and last go out at most this often "
+        "(fewer event-loop wake-ups under load); 0 = after every model step",
+    )
     prefix_tokens: int = setting(
         1024, "token budget for the code before the cursor (cut at a line boundary)"
     )

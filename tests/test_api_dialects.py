@@ -19,7 +19,10 @@ PREFIX = "def add(a, b):\n    return a +"
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     model = build_scripted_checkpoint(tmp_path_factory.mktemp("scripted") / "model")
-    settings = Settings(model=model, device="cpu", prefix_tokens=128, suffix_tokens=32)
+    # Every step's piece streamed: the scripted model's whole answer takes less than one interval.
+    settings = Settings(
+        model=model, device="cpu", prefix_tokens=128, suffix_tokens=32, stream_interval_ms=0
+    )
     with TestClient(create_app(settings)) as client:
         yield client
 

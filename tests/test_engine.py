@@ -289,6 +289,31 @@ def test_async_engine_supersede_abort_and_overload(checkpoint, tokenizer):
     asyncio.run(scenario())
 
 
+def test_streamed_outputs_are_paced_and_the_last_carries_everything(checkpoint, tokenizer):
+    """Every step's output goes out at interval 0; with a long interval only the first and the
+    last do, and the last holds the same text and tokens (outputs are cumulative)."""
+
+    async def outputs(interval_ms: float) -> list:
+        config = EngineConfig(
+            model_path=checkpoint,
+            num_threads=1,
+            speculative_tokens=0,
+            stream_interval_ms=interval_ms,
+        )
+        engine = AsyncEngine(config)
+        try:
+            ids = tokenizer.encode(PROMPTS[0]).ids
+            return [o async for o in engine.generate(ids, greedy(12), "r")]
+        finally:
+            engine.shutdown()
+
+    every_step, paced = asyncio.run(outputs(0)), asyncio.run(outputs(60_000))
+    assert len(every_step) == 12 and len(paced) == 2
+    assert [len(o.token_ids) for o in paced] == [1, 12]
+    assert (paced[-1].text, paced[-1].token_ids) == (every_step[-1].text, every_step[-1].token_ids)
+    assert paced[-1].finished and paced[-1].finish_reason == "length"
+
+
 def test_async_engine_builds_on_its_thread_and_reports_what_stopped_it(
     checkpoint, tmp_path, monkeypatch
 ):

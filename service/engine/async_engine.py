@@ -4,12 +4,19 @@ Requests and aborts cross to the engine thread through a queue; outputs come bac
 request's asyncio queue. A newer request of the same editor session aborts the older one, and a
 request whose consumer goes away (client disconnect, cancelled task) is aborted too: the engine
 drops it before its next step and frees its blocks, keeping full ones for prefix reuse.
+
+Outputs are cumulative (the text so far), so a request's stream is paced: its first output and
+its last go out at once, the ones between at most every `stream_interval_ms`, each later one
+replacing the one held (as vLLM's `--stream-interval`). Every output handed over wakes the event
+loop, whose Python then holds the GIL the engine thread needs between its operators: at one
+output a step, a streamed keystroke request took 56-59 ms, against 50-51 ms with only its last.
 """
 
 import asyncio
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import Future
@@ -20,6 +27,7 @@ from service.engine.config import EngineConfig
 from service.engine.llm_engine import InvalidRequest, LLMEngine
 from service.engine.output_processor import OutputProcessor, RequestOutput
 from service.engine.sampling_params import SamplingParams
+from service.engine.sequence import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,11 @@ class AsyncEngine:
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self._sessions: dict[str, str] = {}  # session id -> its latest request id
+        # Engine thread only: the latest output not yet handed over, and when each request's
+        # last one was.
+        self._held: dict[str, Sequence] = {}
+        self._sent_at: dict[str, float] = {}
+        self._interval_s = config.stream_interval_ms / 1000
         self._stopped = threading.Event()
         built: Future[LLMEngine] = Future()  # the engine, or what stopped it, from its thread
         self._thread = threading.Thread(target=self._run, args=(built,), name="engine", daemon=True)
@@ -143,6 +156,18 @@ class AsyncEngine:
                 log.exception("engine step failed; aborting its requests")
                 changed = self._abort_all()
             for seq in changed:
+                self._held[seq.request_id] = seq
+            self._hand_over_due()
+
+    def _hand_over_due(self) -> None:
+        """Deliver each held output that is its request's first or last, or whose request's
+        previous one went out at least a stream interval ago."""
+        now = time.monotonic()
+        for request_id, seq in list(self._held.items()):
+            sent = self._sent_at.get(request_id)
+            if seq.is_finished or sent is None or now - sent >= self._interval_s:
+                del self._held[request_id]
+                self._sent_at[request_id] = now
                 self._deliver(OutputProcessor.to_output(seq))
 
     def _drain_commands(self, block: bool) -> None:
@@ -167,6 +192,7 @@ class AsyncEngine:
                 self._deliver(_rejected(command))
         elif isinstance(command, _Abort):
             seq = self.engine.abort(command.request_id)
+            self._held.pop(command.request_id, None)
             if seq is not None:
                 self._deliver(OutputProcessor.to_output(seq))
 
@@ -175,6 +201,8 @@ class AsyncEngine:
         return [seq for seq in seqs if seq is not None]
 
     def _deliver(self, output: RequestOutput) -> None:
+        if output.finished:
+            self._sent_at.pop(output.request_id, None)
         target = self._streams.get(output.request_id)
         if target is not None:
             loop, stream = target

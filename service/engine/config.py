@@ -28,6 +28,9 @@ class EngineConfig:
     # CUDA graphs run the decode steps.
     speculative_tokens: int = 4
     speculative_ngram: tuple[int, int] = (3, 2)  # longest and shortest context n-gram to match
+    # A streamed request's outputs between its first and last go out at most this often (the
+    # later replacing the held one: outputs are cumulative); 0 = after every step.
+    stream_interval_ms: float = 20.0
     # Replay decode steps from CUDA graphs captured at start-up, one per bucketed batch size
     # (CUDA with the Triton kernels only; prefill and mixed steps always run eagerly).
     cuda_graphs: bool = True
