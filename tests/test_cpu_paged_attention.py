@@ -148,6 +148,26 @@ def test_half_precision_caches(dtype, path):
     _check([150, 64, 21], [1, 9, 21], dtype=dtype, seed=5, path=path)
 
 
+@pytest.mark.parametrize("head_major_cache", [False, True])
+@pytest.mark.parametrize(("num_heads", "num_kv_heads"), [(8, 2), (4, 4), (8, 1)])
+@pytest.mark.parametrize("head_dim", [32, 64, 128])
+def test_bf16_caches_in_the_compiled_kernel(head_dim, num_heads, num_kv_heads, head_major_cache):
+    """bf16 with 16-token blocks, where AVX512-BF16 takes pairs of values: odd lengths (a block's
+    last pair half empty), 1-16 query tokens (rows in several groups of registers), every
+    sequence in the compiled kernel."""
+    seq_lens, q_lens = [1, 15, 17, 130, 333, 64], [1, 1, 5, 16, 9, 2]
+    _check(
+        seq_lens,
+        q_lens,
+        num_heads,
+        num_kv_heads,
+        torch.bfloat16,
+        seed=head_dim + num_heads,
+        head_major=head_major_cache,
+        head_dim=head_dim,
+    )
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_peaked_scores_across_runs(path):
     """Scores in the hundreds: a softmax that is one-hot in practice still picks the right key."""
