@@ -25,6 +25,7 @@ SOURCES = [
         "rotary_embedding.cpp",
         "rms_norm.cpp",
         "cpu_linear.cpp",
+        "cpu_decode_layers.cpp",
     )
 ]
 # -ffast-math at compile time only (linking it would set flush-to-zero for the whole process):

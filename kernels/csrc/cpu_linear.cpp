@@ -17,6 +17,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_kernels.h"
+
 #include <algorithm>
 #include <cstring>
 
@@ -129,6 +131,10 @@ void multiply(const Product& p, int64_t rows, int64_t blocks) {
 
 #endif  // __AVX512BF16__
 
+}  // namespace
+
+namespace completion_kernels {
+
 // x: [..., K] bf16 contiguous, K even; packed from pack_linear_weight of an [N, K] weight;
 // bias: [N] fp32.
 at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed,
@@ -155,7 +161,7 @@ at::Tensor linear_packed(const at::Tensor& x, const at::Tensor& packed,
   return y;
 }
 
-}  // namespace
+}  // namespace completion_kernels
 
 TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
   m.def("linear_kernel_available() -> bool");
@@ -163,5 +169,5 @@ TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
   m.def("pack_linear_weight(Tensor w) -> Tensor");
   m.impl("pack_linear_weight", c10::DispatchKey::CPU, &pack_linear_weight);
   m.def("linear_packed(Tensor x, Tensor packed, Tensor? bias, int n) -> Tensor");
-  m.impl("linear_packed", c10::DispatchKey::CPU, &linear_packed);
+  m.impl("linear_packed", c10::DispatchKey::CPU, &completion_kernels::linear_packed);
 }

@@ -12,6 +12,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_kernels.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -415,6 +417,10 @@ Attend<T> attend_for(int64_t dim, int64_t block_size) {
                       : attend_group<T, 0>;
 }
 
+}  // namespace
+
+namespace completion_kernels {
+
 // q, out: [N, H, D] (q any strides with D contiguous, as a slice of a fused projection gives;
 // out contiguous); caches: [num_blocks, block_size, H_kv, D] (any strides, D contiguous);
 // block_tables: [B, max_blocks] int32; seq_lens: [B] int32; cu_seqlens_q: [B + 1] int32;
@@ -489,15 +495,15 @@ void store_kv(const at::Tensor& key, const at::Tensor& value, at::Tensor& k_cach
   copy(value, v_cache);
 }
 
-}  // namespace
+}  // namespace completion_kernels
 
 TORCH_LIBRARY(completion_kernels, m) {
   m.def(
       "paged_attention_rows(Tensor q, Tensor k_cache, Tensor v_cache, Tensor block_tables, "
       "Tensor seq_lens, Tensor cu_seqlens_q, float scale, Tensor seqs, Tensor(a!) out) -> ()");
-  m.impl("paged_attention_rows", c10::DispatchKey::CPU, &paged_attention_rows);
+  m.impl("paged_attention_rows", c10::DispatchKey::CPU, &completion_kernels::paged_attention_rows);
   m.def(
       "store_kv(Tensor key, Tensor value, Tensor(a!) k_cache, Tensor(b!) v_cache, "
       "Tensor slot_mapping) -> ()");
-  m.impl("store_kv", c10::DispatchKey::CPU, &store_kv);
+  m.impl("store_kv", c10::DispatchKey::CPU, &completion_kernels::store_kv);
 }

@@ -7,6 +7,8 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_kernels.h"
+
 #include <cmath>
 
 namespace {
@@ -31,6 +33,10 @@ void normalise_rows(const T* in, const T* w, T* out, int64_t rows, int64_t dim, 
   });
 }
 
+}  // namespace
+
+namespace completion_kernels {
+
 // x: [..., D] contiguous; weight: [D] in x's dtype. Returns a new tensor like x.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   TORCH_CHECK(x.is_contiguous() && weight.is_contiguous(), "x and weight must be contiguous");
@@ -45,9 +51,9 @@ at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   return out;
 }
 
-}  // namespace
+}  // namespace completion_kernels
 
 TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
-  m.impl("rms_norm", c10::DispatchKey::CPU, &rms_norm);
+  m.impl("rms_norm", c10::DispatchKey::CPU, &completion_kernels::rms_norm);
 }

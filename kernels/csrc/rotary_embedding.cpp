@@ -7,7 +7,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-namespace {
+#include "cpu_kernels.h"
+
+namespace completion_kernels {
 
 // x: [N, H, D] (D contiguous, other strides free: q and k sliced from a fused projection);
 // cos, sin: [N, D / 2] fp32.
@@ -38,9 +40,9 @@ void rotary_embedding_(at::Tensor& x, const at::Tensor& cos, const at::Tensor& s
   });
 }
 
-}  // namespace
+}  // namespace completion_kernels
 
 TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
   m.def("rotary_embedding_(Tensor(a!) x, Tensor cos, Tensor sin) -> ()");
-  m.impl("rotary_embedding_", c10::DispatchKey::CPU, &rotary_embedding_);
+  m.impl("rotary_embedding_", c10::DispatchKey::CPU, &completion_kernels::rotary_embedding_);
 }

@@ -13,6 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
+from kernels.cpu_decode_layers import fusable, layer_weights, llama_decode_layers
 from kernels.rms_norm import rms_norm
 from kernels.rotary import apply_rope, rope_tables
 from service.models.attention import AttentionMetadata, PagedAttention
@@ -128,6 +129,8 @@ class Llama(nn.Module):
         )
         # A plain attribute, not a buffer: it stays fp32 when the model is cast to bf16.
         self.inv_freq, self.rope_scale = rope_frequencies(config, self.head_dim)
+        # The layers' packed weights for the compiled decode step, gathered on first use.
+        self.packed_weights: list[torch.Tensor] | None = None
 
     def attention_layers(self) -> list[PagedAttention]:
         return [layer.self_attn.attn for layer in self.layers]
@@ -147,9 +150,18 @@ class Llama(nn.Module):
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         x = self.embed_tokens(input_ids)
         cos, sin = rope_tables(x, *self.rope(positions))
-        for layer in self.layers:
-            x = layer(x, cos, sin, meta)
+        if fusable(x, meta) and self.packed_layer_weights() is not None:
+            x = llama_decode_layers(x, self.packed_weights, self.layers, cos, sin, meta)
+        else:
+            for layer in self.layers:
+                x = layer(x, cos, sin, meta)
         return self.norm(x)
+
+    def packed_layer_weights(self) -> list[torch.Tensor] | None:
+        """The compiled decode step's weights, None until the projections are packed for it."""
+        if self.packed_weights is None:
+            self.packed_weights = layer_weights(self.layers)
+        return self.packed_weights
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens

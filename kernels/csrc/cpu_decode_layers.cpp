@@ -1,0 +1,75 @@
+// Every decoder layer of a Llama-family decode step in one call: the same compiled kernels, in the
+// same order, as the model's Python forward (service/models/llama.py), called directly. A decode
+// step's layers are ~20 small operators each; at one row their Python calls, dispatch and module
+// plumbing cost about as much as the kernels themselves. `kernels/cpu_decode_layers.py` says when
+// the engine uses it; `tests/test_cpu_decode_layers.py` holds it to the Python forward.
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "cpu_kernels.h"
+
+namespace {
+
+constexpr size_t kWeightsPerLayer = 10;
+
+c10::optional<at::Tensor> bias_of(const at::Tensor& t) {
+  return t.numel() ? c10::optional<at::Tensor>(t) : c10::nullopt;
+}
+
+}  // namespace
+
+namespace completion_kernels {
+
+// x: [N, hidden] bf16, the step's token embeddings. weights, 10 a layer: input norm, packed qkv,
+// qkv bias, packed o, o bias, post-attention norm, packed gate_up, gate_up bias, packed down, down
+// bias (an empty tensor: no bias; biases fp32). caches: k, v a layer. cos, sin: [N, D / 2] fp32.
+// The attention metadata as the engine's; `seqs` must hold every sequence with queries (no prefill
+// chunk in the step). Returns the hidden states after the last layer, before the final norm.
+at::Tensor llama_decode_layers(const at::Tensor& x, at::TensorList weights, at::TensorList caches,
+                               const at::Tensor& cos, const at::Tensor& sin,
+                               const at::Tensor& slot_mapping, const at::Tensor& block_tables,
+                               const at::Tensor& seq_lens, const at::Tensor& cu_seqlens_q,
+                               const at::Tensor& seqs, int64_t num_heads, int64_t num_kv_heads,
+                               double eps, double scale) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be [N, hidden], contiguous");
+  TORCH_CHECK(weights.size() % kWeightsPerLayer == 0, "10 weights a layer");
+  TORCH_CHECK(caches.size() * kWeightsPerLayer == 2 * weights.size(), "a k and a v cache a layer");
+  const int64_t tokens = x.size(0), hidden = x.size(1), head_dim = 2 * cos.size(1);
+  const int64_t q_size = num_heads * head_dim, kv_size = num_kv_heads * head_dim;
+  at::Tensor h = x;
+  for (size_t layer = 0; layer < caches.size() / 2; ++layer) {
+    const at::Tensor* w = &weights[layer * kWeightsPerLayer];
+    at::Tensor k_cache = caches[2 * layer], v_cache = caches[2 * layer + 1];
+    const int64_t intermediate = 2 * w[8].size(1);  // down's input: its packed pairs x 2
+
+    const at::Tensor qkv = linear_packed(rms_norm(h, w[0], eps), w[1], bias_of(w[2]),
+                                         q_size + 2 * kv_size);
+    at::Tensor qk = qkv.narrow(1, 0, q_size + kv_size).view({tokens, num_heads + num_kv_heads, head_dim});
+    rotary_embedding_(qk, cos, sin);  // q and k together, in place
+    const at::Tensor k = qk.narrow(1, num_heads, num_kv_heads);
+    const at::Tensor v = qkv.narrow(1, q_size + kv_size, kv_size).view({tokens, num_kv_heads, head_dim});
+    store_kv(k, v, k_cache, v_cache, slot_mapping);
+    at::Tensor attention = at::empty({tokens, num_heads, head_dim}, h.options());
+    paged_attention_rows(qk.narrow(1, 0, num_heads), k_cache, v_cache, block_tables, seq_lens,
+                         cu_seqlens_q, scale, seqs, attention);
+    h = h + linear_packed(attention.view({tokens, q_size}), w[3], bias_of(w[4]), hidden);
+
+    const at::Tensor gate_up = linear_packed(rms_norm(h, w[5], eps), w[6], bias_of(w[7]),
+                                             2 * intermediate);
+    const at::Tensor act = at::silu(gate_up.narrow(1, 0, intermediate))
+                               .mul_(gate_up.narrow(1, intermediate, intermediate));
+    h = h + linear_packed(act, w[8], bias_of(w[9]), hidden);
+  }
+  return h;
+}
+
+}  // namespace completion_kernels
+
+TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
+  m.def(
+      "llama_decode_layers(Tensor x, Tensor[] weights, Tensor(a!)[] caches, Tensor cos, Tensor sin, "
+      "Tensor slot_mapping, Tensor block_tables, Tensor seq_lens, Tensor cu_seqlens_q, "
+      "Tensor seqs, int num_heads, int num_kv_heads, float eps, float scale) -> Tensor");
+  m.impl("llama_decode_layers", c10::DispatchKey::CPU, &completion_kernels::llama_decode_layers);
+}
