@@ -1,4 +1,5 @@
-"""A Llama-family decode step's decoder layers in one compiled call (`csrc/cpu_decode_layers.cpp`).
+"""A decode step's decoder layers in one compiled call (`csrc/cpu_decode_layers.cpp`), for the
+Llama family and GPT-2.
 
 The layers' Python forward makes ~20 operator calls a layer, each with its argument parsing,
 dispatch and module plumbing; at a decode step's few rows that overhead was about a third of the
@@ -32,22 +33,71 @@ def fusable(x: torch.Tensor, meta) -> bool:
     )
 
 
+def packed(*projections) -> list[torch.Tensor] | None:
+    """Each projection's packed weight and fp32 bias (empty: none), or None where one is not
+    packed for our kernel (not yet packed, or oneDNN's)."""
+    if not all(isinstance(p, PackedLinear) and p.kernels is not None for p in projections):
+        return None
+    return [t for p in projections for t in (p.packed, EMPTY if p.bias is None else p.bias)]
+
+
 def layer_weights(layers: nn.ModuleList) -> list[torch.Tensor] | None:
-    """The compiled call's 10 weights a layer, or None where a projection is not packed for our
-    kernel (not yet packed, or oneDNN's)."""
+    """The Llama call's 10 weights a layer (see the C++), or None where it cannot run."""
     weights = []
     for layer in layers:
-        attn, mlp = layer.self_attn, layer.mlp
-        projections = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-        if not all(isinstance(p, PackedLinear) and p.kernels is not None for p in projections):
+        attn = packed(layer.self_attn.qkv_proj, layer.self_attn.o_proj)
+        mlp = packed(layer.mlp.gate_up_proj, layer.mlp.down_proj)
+        if attn is None or mlp is None:
             return None
-        weights.append(layer.input_layernorm.weight)
-        for p in projections[:2]:
-            weights += [p.packed, EMPTY if p.bias is None else p.bias]
-        weights.append(layer.post_attention_layernorm.weight)
-        for p in projections[2:]:
-            weights += [p.packed, EMPTY if p.bias is None else p.bias]
+        weights += [
+            layer.input_layernorm.weight,
+            *attn,
+            layer.post_attention_layernorm.weight,
+            *mlp,
+        ]
     return weights
+
+
+# GPT-2 activations the compiled call runs, as `torch.nn.functional.gelu`'s `approximate`.
+GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
+
+
+def gpt2_layer_weights(model: nn.Module) -> list[torch.Tensor] | None:
+    """The GPT-2 call's 12 weights a layer (see the C++), or None where it cannot run."""
+    if model.config.activation_function not in GELU:
+        return None
+    weights = []
+    for i in range(model.num_layers):
+        block = model.block(i)
+        attn = packed(block.attn.c_attn, block.attn.c_proj)
+        mlp = packed(block.mlp.c_fc, block.mlp.c_proj)
+        if attn is None or mlp is None:
+            return None
+        ln_1, ln_2 = (block.ln_1.weight, block.ln_1.bias), (block.ln_2.weight, block.ln_2.bias)
+        weights += [*ln_1, *attn, *ln_2, *mlp]
+    return weights
+
+
+def caches_of(attention_layers) -> list[torch.Tensor]:
+    return [c for a in attention_layers for c in (a.k_cache, a.v_cache)]
+
+
+def gpt2_decode_layers(x: torch.Tensor, weights: list[torch.Tensor], model, meta) -> torch.Tensor:
+    """GPT-2's hidden states after the last layer (before ln_f), as its Python layers."""
+    return cpu_kernels().gpt2_decode_layers(
+        x,
+        weights,
+        caches_of(model.attn),
+        [a.scale for a in model.attn],
+        meta.slot_mapping,
+        meta.block_tables,
+        meta.seq_lens,
+        meta.cu_seqlens_q,
+        meta.cpu_plan.in_place,
+        model.config.n_head,
+        model.config.layer_norm_epsilon,
+        GELU[model.config.activation_function],
+    )
 
 
 def llama_decode_layers(

@@ -1,11 +1,11 @@
-"""The compiled decode layers vs the Llama family's Python layers, on random bf16 checkpoints:
-every step the engine would give the compiled call is run both ways from the same caches, and
-the hidden states and the caches they leave must be the same, bit for bit."""
+"""The compiled decode layers vs the models' Python layers, on random bf16 checkpoints: every step
+the engine would give the compiled call is run both ways from the same caches, and the hidden
+states and the caches they leave must be the same, bit for bit."""
 
 import pytest
 import torch
 
-from kernels.cpu_decode_layers import fusable, llama_decode_layers
+from kernels.cpu_decode_layers import fusable, gpt2_decode_layers, llama_decode_layers
 from kernels.cpu_linear import bf16_kernels
 from kernels.rotary import rope_tables
 from service.engine import EngineConfig, LLMEngine, SamplingParams
@@ -14,14 +14,45 @@ from tests.tiny_checkpoints import build_checkpoint
 PROMPTS = [[5, 6, 7, 8] * 6, [9, 10, 11] * 9 + [12], [13] * 30]
 
 
+def llama_ways(model, input_ids, positions, meta):
+    """The step's input, its Python layers, its compiled layers, and the final norm."""
+    x = model.embed_tokens(input_ids)
+    cos, sin = rope_tables(x, *model.rope(positions))
+
+    def python():
+        h = x
+        for layer in model.layers:
+            h = layer(h, cos, sin, meta)
+        return h
+
+    def compiled():
+        return llama_decode_layers(x, model.packed_weights, model.layers, cos, sin, meta)
+
+    return x, python, compiled, model.norm
+
+
+def gpt2_ways(model, input_ids, positions, meta):
+    x = model.wte(input_ids) + model.wpe(positions)
+
+    def python():
+        h = x
+        for i, attn in enumerate(model.attn):
+            h = model.block(i)(h, attn, meta)
+        return h
+
+    return x, python, lambda: gpt2_decode_layers(x, model.packed_weights, model, meta), model.ln_f
+
+
 @pytest.mark.parametrize(
-    ("family", "overrides"),
+    ("family", "overrides", "ways"),
     [
-        ("llama_gqa", {"hidden_size": 128, "intermediate_size": 256}),  # 32-wide heads
-        ("qwen2", {}),  # q/k/v biases, 16-wide heads, tied head
+        ("llama_gqa", {"hidden_size": 128, "intermediate_size": 256}, llama_ways),  # 32-wide heads
+        ("qwen2", {}, llama_ways),  # q/k/v biases, 16-wide heads, tied head
+        ("gpt2", {"n_embd": 128}, gpt2_ways),
+        ("gpt2_codeparrot", {}, gpt2_ways),  # attention scaled by layer, upcast
     ],
 )
-def test_compiled_decode_layers_equal_the_python_layers(tmp_path, family, overrides):
+def test_compiled_decode_layers_equal_the_python_layers(tmp_path, family, overrides, ways):
     if bf16_kernels() is None:
         pytest.skip("this CPU has no AVX512-BF16")  # test_cpu_linear fails where it should
     checkpoint = build_checkpoint(tmp_path / family, family, **overrides)
@@ -32,27 +63,22 @@ def test_compiled_decode_layers_equal_the_python_layers(tmp_path, family, overri
     compared = []
 
     def both_ways(input_ids, positions, meta):
-        x = model.embed_tokens(input_ids)
-        cos, sin = rope_tables(x, *model.rope(positions))
+        x, python, compiled, final_norm = ways(model, input_ids, positions, meta)
         if not fusable(x, meta):
-            for layer in model.layers:
-                x = layer(x, cos, sin, meta)
-            return model.norm(x)
-        attention = [layer.self_attn.attn for layer in model.layers]
+            return final_norm(python())
+        attention = model.attention_layers()
         before = [(a.k_cache.clone(), a.v_cache.clone()) for a in attention]
-        python = x
-        for layer in model.layers:
-            python = layer(python, cos, sin, meta)
-        python_caches = [(a.k_cache.clone(), a.v_cache.clone()) for a in attention]
+        want = python()
+        want_caches = [(a.k_cache.clone(), a.v_cache.clone()) for a in attention]
         for a, (k, v) in zip(attention, before, strict=True):
             a.k_cache.copy_(k)
             a.v_cache.copy_(v)
-        fused = llama_decode_layers(x, model.packed_weights, model.layers, cos, sin, meta)
-        assert torch.equal(fused, python)
-        for a, (k, v) in zip(attention, python_caches, strict=True):
+        got = compiled()
+        assert torch.equal(got, want)
+        for a, (k, v) in zip(attention, want_caches, strict=True):
             assert torch.equal(a.k_cache, k) and torch.equal(a.v_cache, v)
         compared.append(len(meta.cpu_plan.in_place))
-        return model.norm(fused)
+        return final_norm(got)
 
     model.forward = both_ways
     params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)

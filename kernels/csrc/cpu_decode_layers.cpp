@@ -1,5 +1,6 @@
-// Every decoder layer of a Llama-family decode step in one call: the same compiled kernels, in the
-// same order, as the model's Python forward (service/models/llama.py), called directly. A decode
+// Every decoder layer of a decode step in one call, for the Llama family and GPT-2: the same
+// kernels, in the same order, as the models' Python forwards (service/models/llama.py, gpt2.py),
+// called directly. A decode
 // step's layers are ~20 small operators each; at one row their Python calls, dispatch and module
 // plumbing cost about as much as the kernels themselves. `kernels/cpu_decode_layers.py` says when
 // the engine uses it; `tests/test_cpu_decode_layers.py` holds it to the Python forward.
@@ -11,7 +12,8 @@
 
 namespace {
 
-constexpr size_t kWeightsPerLayer = 10;
+constexpr size_t kWeightsPerLayer = 10;   // Llama
+constexpr size_t kGpt2WeightsPerLayer = 12;
 
 c10::optional<at::Tensor> bias_of(const at::Tensor& t) {
   return t.numel() ? c10::optional<at::Tensor>(t) : c10::nullopt;
@@ -64,6 +66,44 @@ at::Tensor llama_decode_layers(const at::Tensor& x, at::TensorList weights, at::
   return h;
 }
 
+// GPT-2. x: [N, hidden] bf16, token plus position embeddings. weights, 12 a layer: ln_1 weight and
+// bias, packed c_attn and its fp32 bias, packed attention c_proj and bias, ln_2 weight and bias,
+// packed c_fc and bias, packed MLP c_proj and bias. scales: each layer's attention scale (CodeParrot
+// divides it by the layer's index + 1). gelu: "tanh" or "none", the config's activation.
+at::Tensor gpt2_decode_layers(const at::Tensor& x, at::TensorList weights, at::TensorList caches,
+                              at::ArrayRef<double> scales, const at::Tensor& slot_mapping,
+                              const at::Tensor& block_tables, const at::Tensor& seq_lens,
+                              const at::Tensor& cu_seqlens_q, const at::Tensor& seqs,
+                              int64_t num_heads, double eps, c10::string_view gelu) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be [N, hidden], contiguous");
+  TORCH_CHECK(weights.size() % kGpt2WeightsPerLayer == 0, "12 weights a layer");
+  TORCH_CHECK(caches.size() * kGpt2WeightsPerLayer == 2 * weights.size(), "a k and a v cache a layer");
+  TORCH_CHECK(scales.size() * 2 == caches.size(), "a scale a layer");
+  const int64_t tokens = x.size(0), hidden = x.size(1), head_dim = hidden / num_heads;
+  at::Tensor h = x;
+  for (size_t layer = 0; layer < scales.size(); ++layer) {
+    const at::Tensor* w = &weights[layer * kGpt2WeightsPerLayer];
+    at::Tensor k_cache = caches[2 * layer], v_cache = caches[2 * layer + 1];
+    const int64_t inner = w[10].size(1) * 2;  // MLP c_proj's input: its packed pairs x 2
+
+    const at::Tensor qkv = linear_packed(at::layer_norm(h, {hidden}, w[0], w[1], eps), w[2],
+                                         bias_of(w[3]), 3 * hidden);
+    auto heads = [&](int64_t part) {
+      return qkv.narrow(1, part * hidden, hidden).view({tokens, num_heads, head_dim});
+    };
+    store_kv(heads(1), heads(2), k_cache, v_cache, slot_mapping);
+    at::Tensor attention = at::empty({tokens, num_heads, head_dim}, h.options());
+    paged_attention_rows(heads(0), k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q,
+                         scales[layer], seqs, attention);
+    h = h + linear_packed(attention.view({tokens, hidden}), w[4], bias_of(w[5]), hidden);
+
+    const at::Tensor fc = linear_packed(at::layer_norm(h, {hidden}, w[6], w[7], eps), w[8],
+                                        bias_of(w[9]), inner);
+    h = h + linear_packed(at::gelu(fc, gelu), w[10], bias_of(w[11]), hidden);
+  }
+  return h;
+}
+
 }  // namespace completion_kernels
 
 TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
@@ -72,4 +112,9 @@ TORCH_LIBRARY_FRAGMENT(completion_kernels, m) {
       "Tensor slot_mapping, Tensor block_tables, Tensor seq_lens, Tensor cu_seqlens_q, "
       "Tensor seqs, int num_heads, int num_kv_heads, float eps, float scale) -> Tensor");
   m.impl("llama_decode_layers", c10::DispatchKey::CPU, &completion_kernels::llama_decode_layers);
+  m.def(
+      "gpt2_decode_layers(Tensor x, Tensor[] weights, Tensor(a!)[] caches, float[] scales, "
+      "Tensor slot_mapping, Tensor block_tables, Tensor seq_lens, Tensor cu_seqlens_q, "
+      "Tensor seqs, int num_heads, float eps, str gelu) -> Tensor");
+  m.impl("gpt2_decode_layers", c10::DispatchKey::CPU, &completion_kernels::gpt2_decode_layers);
 }

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GPT2Config
 
+from kernels.cpu_decode_layers import fusable, gpt2_decode_layers, gpt2_layer_weights
 from service.models.attention import AttentionMetadata, PagedAttention
 
 # Hugging Face parameter suffixes stored as Conv1D, i.e. transposed relative to nn.Linear.
@@ -128,6 +129,8 @@ class GPT2(nn.Module):
         )
         self.attn = nn.ModuleList(layer_attention(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        # The layers' packed weights for the compiled decode step, gathered on first use.
+        self.packed_weights: list[torch.Tensor] | None = None
         self._init_weights()
 
     @classmethod
@@ -161,9 +164,17 @@ class GPT2(nn.Module):
         if positions is None:
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))
+        if fusable(x, meta) and self.packed_layer_weights() is not None:
+            return self.ln_f(gpt2_decode_layers(x, self.packed_weights, self, meta))
         for i, attn in enumerate(self.attn):
             x = self.block(i)(x, attn, meta)
         return self.ln_f(x)
+
+    def packed_layer_weights(self) -> list[torch.Tensor] | None:
+        """The compiled decode step's weights, None until the projections are packed for it."""
+        if self.packed_weights is None:
+            self.packed_weights = gpt2_layer_weights(self)
+        return self.packed_weights
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.wte
