@@ -41,7 +41,7 @@ def packed(*projections) -> list[torch.Tensor] | None:
     return [t for p in projections for t in (p.packed, EMPTY if p.bias is None else p.bias)]
 
 
-def layer_weights(layers: nn.ModuleList) -> list[torch.Tensor] | None:
+def llama_layer_weights(layers: nn.ModuleList) -> list[torch.Tensor] | None:
     """The Llama call's 10 weights a layer (see the C++), or None where it cannot run."""
     weights = []
     for layer in layers:
@@ -105,13 +105,10 @@ def llama_decode_layers(
 ) -> torch.Tensor:
     """The hidden states after the last layer (before the final norm), as the Python layers."""
     attn = layers[0].self_attn
-    caches = [
-        c for layer in layers for c in (layer.self_attn.attn.k_cache, layer.self_attn.attn.v_cache)
-    ]
     return cpu_kernels().llama_decode_layers(
         x,
         weights,
-        caches,
+        caches_of(layer.self_attn.attn for layer in layers),
         cos,
         sin,
         meta.slot_mapping,

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from kernels.cpu_decode_layers import fusable, layer_weights, llama_decode_layers
+from kernels.cpu_decode_layers import fusable, llama_decode_layers, llama_layer_weights
 from kernels.rms_norm import rms_norm
 from kernels.rotary import apply_rope, rope_tables
 from service.models.attention import AttentionMetadata, PagedAttention
@@ -160,7 +160,7 @@ class Llama(nn.Module):
     def packed_layer_weights(self) -> list[torch.Tensor] | None:
         """The compiled decode step's weights, None until the projections are packed for it."""
         if self.packed_weights is None:
-            self.packed_weights = layer_weights(self.layers)
+            self.packed_weights = llama_layer_weights(self.layers)
         return self.packed_weights
 
     def get_input_embeddings(self) -> nn.Embedding:
