@@ -1,6 +1,8 @@
 """Prompt-lookup speculative decoding: drafts from the context, verified in the same pass, and
 output token for token equal to plain greedy decoding."""
 
+import random
+
 import pytest
 from tokenizers import Tokenizer
 
@@ -18,6 +20,24 @@ def test_draft_follows_the_latest_match_of_the_longest_ngram():
     assert propose_draft(tokens, 3, max_ngram=3, min_ngram=2) == [7, 8, 5]  # 2-gram [2, 3]
     assert propose_draft(tokens + [7], 2, max_ngram=3, min_ngram=2) == [8, 5]  # 3-gram [2, 3, 7]
     assert propose_draft([4, 5, 6], 3, max_ngram=3, min_ngram=2) == []
+
+
+def latest_match_by_loop(tokens: list[int], max_tokens: int, max_ngram: int, min_ngram: int):
+    """The definition, as a plain scan back from the end."""
+    for n in range(max_ngram, min_ngram - 1, -1):
+        for end in range(len(tokens) - 2, n - 2, -1):
+            if tokens[end - n + 1 : end + 1] == tokens[-n:]:
+                return tokens[end + 1 : end + 1 + max_tokens]
+    return []
+
+
+@pytest.mark.parametrize("vocab", [2, 5, 70_000, 2**20])  # large ids: byte matches off alignment
+def test_bytes_search_finds_what_the_scan_finds(vocab):
+    rng = random.Random(vocab)
+    for _ in range(1500):
+        tokens = [rng.randrange(vocab) for _ in range(rng.randint(0, 50))]
+        for args in ((4, 3, 2), (2, 3, 1)):
+            assert propose_draft(tokens, *args) == latest_match_by_loop(tokens, *args)
 
 
 def test_accepted_tokens_stop_at_the_first_miss():
