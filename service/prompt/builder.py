@@ -7,6 +7,7 @@ from tokenizers import Tokenizer
 from service.prompt.fim import FimRenderer
 from service.prompt.healing import heal_prefix
 from service.prompt.newlines import detect_newline, to_lf
+from service.prompt.prefix_tokens import PrefixTokens, Tokens
 from service.prompt.window import Budget, Snippet, clip_prefix, clip_suffix, render_snippets
 
 # Tokens a template adds (BOS and three sentinels) plus a token of slack at each cut's seam.
@@ -44,6 +45,7 @@ class PromptBuilder:
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
         self.tokenizer.encode_special_tokens = True
         self.tokenizer_with_specials = tokenizer
+        self.prefix_tokens = PrefixTokens(self.tokenizer)  # the last keystroke's beginnings
         self.renderer = FimRenderer.for_tokenizer(tokenizer, fim_order)
         self.budget = budget
         self.context_tokens = context_tokens  # the model's positions: prompt + new tokens
@@ -61,17 +63,18 @@ class PromptBuilder:
     def family(self) -> str:
         return self.renderer.template.family
 
-    def encode(self, text: str):
-        return self.tokenizer.encode(text, add_special_tokens=False)
+    def encode(self, text: str) -> Tokens:
+        return self.prefix_tokens.plain(text)
 
     def build(self, request: CompletionInput, max_new_tokens: int) -> Prompt:
         """The prompt for `request`, fitting the model's context with `max_new_tokens` to come."""
         budget = self.budget_for(max_new_tokens)
         newline = detect_newline(request.prefix, request.suffix)
         # Each text is encoded once more only where clipping or snippets changed it (a 4 KB
-        # prefix takes ≈1 ms, paid on the event loop by every request).
+        # prefix takes ≈1 ms, paid on the event loop by every request), and the code before the
+        # cursor only from where the last keystroke's differs (`PrefixTokens`).
         whole_prefix = to_lf(request.prefix)
-        prefix_encoding = self.encode(whole_prefix)
+        prefix_encoding = self.prefix_tokens.encode(whole_prefix)
         prefix = clip_prefix(whole_prefix, prefix_encoding, budget.prefix)
         context = render_snippets(
             [Snippet(s.filepath, to_lf(s.body)) for s in request.snippets],

@@ -11,7 +11,7 @@ which it then strips from the returned text.
 import re
 from dataclasses import dataclass
 
-from tokenizers import Encoding
+from service.prompt.prefix_tokens import Encoded
 
 # A last token that the next characters could have merged into: whitespace then word characters.
 MERGEABLE = re.compile(r"\s*\w*")
@@ -23,7 +23,7 @@ class HealedPrefix:
     forced_prefix: str  # the characters the dropped token spelled
 
 
-def heal_prefix(text: str, encoding: Encoding) -> HealedPrefix:
+def heal_prefix(text: str, encoding: Encoded) -> HealedPrefix:
     """Back `text` (encoded as `encoding`) up to its last clean token boundary."""
     ids = encoding.ids
     if not ids:

@@ -7,7 +7,9 @@ encoding; re-encoding the kept text can differ by a token at the seam, which a b
 
 from dataclasses import dataclass
 
-from tokenizers import Encoding, Tokenizer
+from tokenizers import Tokenizer
+
+from service.prompt.prefix_tokens import Encoded
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class Budget:
         return Budget(min(self.prefix, room - suffix - snippets), suffix, snippets)
 
 
-def clip_prefix(prefix: str, encoding: Encoding, budget: int) -> str:
+def clip_prefix(prefix: str, encoding: Encoded, budget: int) -> str:
     """The last whole lines of `prefix` that fit in `budget` tokens (`encoding` encodes prefix)."""
     offsets = encoding.offsets
     if len(offsets) <= budget:
@@ -41,7 +43,7 @@ def clip_prefix(prefix: str, encoding: Encoding, budget: int) -> str:
     return prefix[first_kept:]
 
 
-def clip_suffix(suffix: str, encoding: Encoding, budget: int) -> str:
+def clip_suffix(suffix: str, encoding: Encoded, budget: int) -> str:
     """The first whole lines of `suffix` that fit in `budget` tokens."""
     offsets = encoding.offsets
     if len(offsets) <= budget:
