@@ -1,9 +1,10 @@
 """Cancellation, overload and deadlines against the real server process over real HTTP.
 
-The checkpoint is a random Llama large enough (≈3-4 ms a token here, without speculation: a
-random model's greedy text loops, which drafts from the context would race through) that a
-2000-token request runs for seconds, so a test can act while it runs. Its head never favours a
-special token, so no request ends early at an end-of-text the random weights happened to pick.
+The long request asks for 16,000 tokens of a random 12-layer Llama without speculation (a random
+model's greedy text loops, which drafts from the context would race through): ≈1.3 ms a token
+here, so it runs for many times the 3 s deadline, and a test can act while it runs however much
+faster the engine gets. Its head never favours a special token, so no request ends early at an
+end-of-text the random weights happened to pick.
 """
 
 import asyncio
@@ -17,7 +18,7 @@ from tokenizers import Tokenizer
 from tests.service_process import running_server
 from tests.tiny_checkpoints import build_checkpoint
 
-LONG = {"prompt": "import os\n", "max_tokens": 2000, "temperature": 0}
+LONG = {"prompt": "import os\n", "max_tokens": 16_000, "temperature": 0}
 TIMEOUT_S = 3.0
 
 
@@ -26,14 +27,14 @@ def base_url(tmp_path_factory):
     model = build_checkpoint(
         tmp_path_factory.mktemp("slow") / "model",
         "llama_gqa",
-        max_position_embeddings=2048,
+        max_position_embeddings=16_384,
         hidden_size=256,
         intermediate_size=512,
         num_hidden_layers=12,
     )
     never_special_tokens(model)
     flags = ["--max-num-seqs", "2", "--max-waiting", "0", "--max-n", "3"]
-    flags += ["--speculative-tokens", "0", "--max-tokens-limit", "2000"]
+    flags += ["--speculative-tokens", "0", "--max-tokens-limit", "16000"]
     with running_server(model, *flags, "--request-timeout-s", str(TIMEOUT_S)) as url:
         yield url
 
