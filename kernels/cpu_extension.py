@@ -71,6 +71,13 @@ def cpu_kernels():
     return torch.ops.completion_kernels
 
 
+def bf16_kernels():
+    """The compiled kernels where they were built for AVX512-BF16 (our bf16 products and bf16
+    attention path), else None."""
+    kernels = cpu_kernels()
+    return kernels if kernels is not None and kernels.linear_kernel_available() else None
+
+
 if __name__ == "__main__":  # `python -m kernels.cpu_extension`: build now (images, CI)
     logging.basicConfig(level=logging.INFO)
     raise SystemExit(0 if cpu_kernels() is not None else 1)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.cpu_extension import cpu_kernels
+from kernels.cpu_extension import bf16_kernels
 
 
 def linear_reference(
@@ -24,12 +24,6 @@ def linear_reference(
     """The product in fp32, rounded to x's dtype once."""
     bias = None if bias is None else bias.float()
     return F.linear(x.float(), weight.float(), bias).to(x.dtype)
-
-
-def bf16_kernels():
-    """The compiled kernels where they run bf16 products on this CPU, else None."""
-    kernels = cpu_kernels()
-    return kernels if kernels is not None and kernels.linear_kernel_available() else None
 
 
 class PackedLinear(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kernels.cpu_decode_layers import fusable, gpt2_decode_layers, llama_decode_layers
-from kernels.cpu_linear import bf16_kernels
+from kernels.cpu_extension import bf16_kernels
 from kernels.rotary import rope_tables
 from service.engine import EngineConfig, LLMEngine, SamplingParams
 from tests.tiny_checkpoints import build_checkpoint

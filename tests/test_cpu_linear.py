@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from transformers import GPT2Config
 
-from kernels.cpu_linear import PackedLinear, bf16_kernels, can_pack, linear_reference, pack_linears
+from kernels.cpu_extension import bf16_kernels
+from kernels.cpu_linear import PackedLinear, can_pack, linear_reference, pack_linears
 from service.models.gpt2 import GPT2
 
 # Sums in another order may round to the neighbouring bf16 value now and then.

@@ -6,11 +6,13 @@ import pytest
 import torch
 
 import kernels.cpu_paged_attention as cpu_attention
-from kernels.cpu_extension import cpu_kernels
+from kernels.cpu_extension import bf16_kernels, cpu_kernels
 from kernels.cpu_paged_attention import (
     MAX_QUERIES_IN_PLACE,
+    MAX_QUERIES_IN_PLACE_BF16,
     block_runs,
     head_major,
+    max_queries_in_place,
     paged_attention_cpu,
     plan_sequences,
     store_kv_cpu,
@@ -70,12 +72,14 @@ def _check(
     head_major=False,
     path="compiled",
     head_dim=32,
+    in_place=None,  # the most queries a sequence may have in the compiled kernel: path's default
 ):
     q, k_cache, v_cache, tables, lens, cu = _case(
         seq_lens, q_lens, num_heads, num_kv_heads, dtype, seed, head_dim, head_major
     )
     scale = scale or q.shape[-1] ** -0.5
-    lists = (tables.tolist(), seq_lens, cu.tolist(), BLOCK_SIZE, PATHS[path])
+    in_place = PATHS[path] if in_place is None else in_place
+    lists = (tables.tolist(), seq_lens, cu.tolist(), BLOCK_SIZE, in_place)
     got = paged_attention_cpu(q, k_cache, v_cache, tables, lens, cu, scale, plan_sequences(*lists))
     want = paged_attention_reference(q, k_cache, v_cache, tables, lens, cu, scale)
     assert got.dtype == q.dtype and got.shape == q.shape
@@ -153,9 +157,9 @@ def test_half_precision_caches(dtype, path):
 @pytest.mark.parametrize("head_dim", [32, 64, 128])
 def test_bf16_caches_in_the_compiled_kernel(head_dim, num_heads, num_kv_heads, head_major_cache):
     """bf16 with 16-token blocks, where AVX512-BF16 takes pairs of values: odd lengths (a block's
-    last pair half empty), 1-16 query tokens (rows in several groups of registers), every
-    sequence in the compiled kernel."""
-    seq_lens, q_lens = [1, 15, 17, 130, 333, 64], [1, 1, 5, 16, 9, 2]
+    last pair half empty), 1-100 query tokens (rows in several groups of registers; a whole
+    prompt), every sequence in the compiled kernel."""
+    seq_lens, q_lens = [1, 15, 17, 130, 333, 64, 100], [1, 1, 5, 16, 9, 40, 100]
     _check(
         seq_lens,
         q_lens,
@@ -165,7 +169,14 @@ def test_bf16_caches_in_the_compiled_kernel(head_dim, num_heads, num_kv_heads, h
         seed=head_dim + num_heads,
         head_major=head_major_cache,
         head_dim=head_dim,
+        in_place=MAX_QUERIES_IN_PLACE_BF16,
     )
+
+
+def test_bf16_caches_send_longer_chunks_in_place_where_the_cpu_has_the_instructions():
+    assert max_queries_in_place(torch.float32) == MAX_QUERIES_IN_PLACE
+    bf16 = MAX_QUERIES_IN_PLACE_BF16 if bf16_kernels() is not None else MAX_QUERIES_IN_PLACE
+    assert max_queries_in_place(torch.bfloat16) == bf16
 
 
 @pytest.mark.parametrize("path", PATHS)

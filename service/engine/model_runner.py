@@ -6,7 +6,7 @@ import torch
 
 from kernels.cpu_extension import cpu_kernels
 from kernels.cpu_linear import can_pack, pack_linears
-from kernels.cpu_paged_attention import plan_sequences
+from kernels.cpu_paged_attention import max_queries_in_place, plan_sequences
 from kernels.dispatch import use_cpu_kernel, use_triton
 from service.engine.config import EngineConfig
 from service.engine.cuda_graphs import DecodeGraphs
@@ -118,5 +118,6 @@ class ModelRunner:
             max_seqlen_q=max(c.num_tokens for c in chunks),
         )
         if use_cpu_kernel(meta.seq_lens):  # one plan for every layer, from the lists at hand
-            meta.cpu_plan = plan_sequences(tables, seq_lens, cu_seqlens_q, self.block_size)
+            limit = max_queries_in_place(self.dtype)
+            meta.cpu_plan = plan_sequences(tables, seq_lens, cu_seqlens_q, self.block_size, limit)
         return tensor(input_ids, torch.long), tensor(positions, torch.long), meta, last_rows
