@@ -71,9 +71,10 @@ def cpu_kernels():
     return torch.ops.completion_kernels
 
 
+@functools.cache
 def bf16_kernels():
     """The compiled kernels where they were built for AVX512-BF16 (our bf16 products and bf16
-    attention path), else None."""
+    attention path), else None. Asked once: the model runner plans every step with it."""
     kernels = cpu_kernels()
     return kernels if kernels is not None and kernels.linear_kernel_available() else None
 

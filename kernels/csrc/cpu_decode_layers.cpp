@@ -1,9 +1,9 @@
 // Every decoder layer of a decode step in one call, for the Llama family and GPT-2: the same
 // kernels, in the same order, as the models' Python forwards (service/models/llama.py, gpt2.py),
-// called directly. A decode
-// step's layers are ~20 small operators each; at one row their Python calls, dispatch and module
-// plumbing cost about as much as the kernels themselves. `kernels/cpu_decode_layers.py` says when
-// the engine uses it; `tests/test_cpu_decode_layers.py` holds it to the Python forward.
+// called directly. A decode step's layers are ~20 small operators each; at one row their Python
+// calls, dispatch and module plumbing cost about as much as the kernels themselves.
+// `kernels/cpu_decode_layers.py` says when the engine uses it; `tests/test_cpu_decode_layers.py`
+// holds it to the Python forward.
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -17,6 +17,21 @@ constexpr size_t kGpt2WeightsPerLayer = 12;
 
 c10::optional<at::Tensor> bias_of(const at::Tensor& t) {
   return t.numel() ? c10::optional<at::Tensor>(t) : c10::nullopt;
+}
+
+// Where a step's tokens go and which blocks its sequences read, as the engine's metadata.
+struct Step {
+  const at::Tensor &slot_mapping, &block_tables, &seq_lens, &cu_seqlens_q, &seqs;
+};
+
+// q [N, H, D] over the caches after storing k, v [N, H_kv, D]: [N, H * D], as the layers' Python.
+at::Tensor attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  at::Tensor k_cache, at::Tensor v_cache, const Step& step, double scale) {
+  completion_kernels::store_kv(k, v, k_cache, v_cache, step.slot_mapping);
+  at::Tensor out = at::empty(q.sizes(), q.options());
+  completion_kernels::paged_attention_rows(q, k_cache, v_cache, step.block_tables, step.seq_lens,
+                                           step.cu_seqlens_q, scale, step.seqs, out);
+  return out.view({q.size(0), q.size(1) * q.size(2)});
 }
 
 }  // namespace
@@ -39,6 +54,7 @@ at::Tensor llama_decode_layers(const at::Tensor& x, at::TensorList weights, at::
   TORCH_CHECK(caches.size() * kWeightsPerLayer == 2 * weights.size(), "a k and a v cache a layer");
   const int64_t tokens = x.size(0), hidden = x.size(1), head_dim = 2 * cos.size(1);
   const int64_t q_size = num_heads * head_dim, kv_size = num_kv_heads * head_dim;
+  const Step step{slot_mapping, block_tables, seq_lens, cu_seqlens_q, seqs};
   at::Tensor h = x;
   for (size_t layer = 0; layer < caches.size() / 2; ++layer) {
     const at::Tensor* w = &weights[layer * kWeightsPerLayer];
@@ -49,13 +65,10 @@ at::Tensor llama_decode_layers(const at::Tensor& x, at::TensorList weights, at::
                                          q_size + 2 * kv_size);
     at::Tensor qk = qkv.narrow(1, 0, q_size + kv_size).view({tokens, num_heads + num_kv_heads, head_dim});
     rotary_embedding_(qk, cos, sin);  // q and k together, in place
-    const at::Tensor k = qk.narrow(1, num_heads, num_kv_heads);
     const at::Tensor v = qkv.narrow(1, q_size + kv_size, kv_size).view({tokens, num_kv_heads, head_dim});
-    store_kv(k, v, k_cache, v_cache, slot_mapping);
-    at::Tensor attention = at::empty({tokens, num_heads, head_dim}, h.options());
-    paged_attention_rows(qk.narrow(1, 0, num_heads), k_cache, v_cache, block_tables, seq_lens,
-                         cu_seqlens_q, scale, seqs, attention);
-    h = h + linear_packed(attention.view({tokens, q_size}), w[3], bias_of(w[4]), hidden);
+    const at::Tensor attention = attend(qk.narrow(1, 0, num_heads), qk.narrow(1, num_heads, num_kv_heads),
+                                        v, k_cache, v_cache, step, scale);
+    h = h + linear_packed(attention, w[3], bias_of(w[4]), hidden);
 
     const at::Tensor gate_up = linear_packed(rms_norm(h, w[5], eps), w[6], bias_of(w[7]),
                                              2 * intermediate);
@@ -80,6 +93,7 @@ at::Tensor gpt2_decode_layers(const at::Tensor& x, at::TensorList weights, at::T
   TORCH_CHECK(caches.size() * kGpt2WeightsPerLayer == 2 * weights.size(), "a k and a v cache a layer");
   TORCH_CHECK(scales.size() * 2 == caches.size(), "a scale a layer");
   const int64_t tokens = x.size(0), hidden = x.size(1), head_dim = hidden / num_heads;
+  const Step step{slot_mapping, block_tables, seq_lens, cu_seqlens_q, seqs};
   at::Tensor h = x;
   for (size_t layer = 0; layer < scales.size(); ++layer) {
     const at::Tensor* w = &weights[layer * kGpt2WeightsPerLayer];
@@ -91,11 +105,9 @@ at::Tensor gpt2_decode_layers(const at::Tensor& x, at::TensorList weights, at::T
     auto heads = [&](int64_t part) {
       return qkv.narrow(1, part * hidden, hidden).view({tokens, num_heads, head_dim});
     };
-    store_kv(heads(1), heads(2), k_cache, v_cache, slot_mapping);
-    at::Tensor attention = at::empty({tokens, num_heads, head_dim}, h.options());
-    paged_attention_rows(heads(0), k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q,
-                         scales[layer], seqs, attention);
-    h = h + linear_packed(attention.view({tokens, hidden}), w[4], bias_of(w[5]), hidden);
+    const at::Tensor attention =
+        attend(heads(0), heads(1), heads(2), k_cache, v_cache, step, scales[layer]);
+    h = h + linear_packed(attention, w[4], bias_of(w[5]), hidden);
 
     const at::Tensor fc = linear_packed(at::layer_norm(h, {hidden}, w[6], w[7], eps), w[8],
                                         bias_of(w[9]), inner);

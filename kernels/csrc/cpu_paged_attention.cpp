@@ -255,14 +255,15 @@ template <int64_t kDim, int R>
 inline void score_rows(const __m512i (*kt)[16], const RowMap& m, int64_t r0, float scale,
                        float* scores, int64_t stride, int64_t t0) {
   __m512 acc[R];
+  const c10::BFloat16* query[R];
 #pragma GCC unroll 8
-  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) acc[i] = _mm512_setzero_ps(), query[i] = m.query(r0 + i);
 #pragma GCC unroll 4
   for (int64_t p = 0; p < kDim / 2; ++p) {
     const __m512bh keys = (__m512bh)kt[p / 16][p % 16];
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) {
-      const __m512bh pair = (__m512bh)_mm512_set1_epi32(word_pair(m.query(r0 + i) + 2 * p));
+      const __m512bh pair = (__m512bh)_mm512_set1_epi32(word_pair(query[i] + 2 * p));
       acc[i] = _mm512_dpbf16_ps(acc[i], keys, pair);
     }
   }
