@@ -20,7 +20,11 @@ SCRIPT = " b\nprint(add)"
 MARGIN = 100.0
 
 
-def build_scripted_checkpoint(out_dir: Path, script: str = SCRIPT) -> Path:
+def build_scripted_checkpoint(
+    out_dir: Path, script: str = SCRIPT, runner_up: tuple[int, str] | None = None
+) -> Path:
+    """`runner_up` = (i, token): after the script's i-th token (0 is `<fim_middle>`), `token`
+    scores half the margin, so greedy decoding takes it where the script's next is excluded."""
     build_checkpoint(out_dir, "llama_gqa")  # untied embeddings: input and output rows are free
     tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
     chain = [
@@ -40,5 +44,8 @@ def build_scripted_checkpoint(out_dir: Path, script: str = SCRIPT) -> Path:
     for axis, (token, following) in enumerate(zip(chain[:-1], chain[1:], strict=True)):
         embed[token] = torch.nn.functional.one_hot(torch.tensor(axis), embed.shape[1]).float()
         head[following, axis] = MARGIN
+    if runner_up is not None:
+        position, token = runner_up
+        head[tokenizer.token_to_id(token), position] = MARGIN / 2
     save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
     return out_dir

@@ -1,5 +1,6 @@
 """Completions for evaluation through the server's own path: its prompt builder (FIM template,
-token budget, token healing) and its engine (paged KV cache, continuous batching, sampler)."""
+token budget, token healing), its code-aware constraints (code on a blank cursor line) and its
+engine (paged KV cache, continuous batching, sampler)."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from service.engine.sampling_params import SamplingParams
 from service.prompt.builder import CompletionInput, PromptBuilder
 from service.prompt.fim import read_fim_order
 from service.prompt.window import Budget
+from service.semantic.stopping import on_blank_line
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,11 @@ class Completer:
             prompt = self.builder.build(
                 CompletionInput(request.prefix, request.suffix), request.params.max_tokens
             )
-            params = dataclasses.replace(request.params, forced_prefix=prompt.forced_prefix)
+            params = dataclasses.replace(
+                request.params,
+                forced_prefix=prompt.forced_prefix,
+                code_on_first_line=on_blank_line(prompt.prefix, prompt.suffix),
+            )
             self.engine.add_request(f"{desc}-{i}", prompt.token_ids, params)
             seqs.append(self.engine.seqs[f"{desc}-{i}"])
         with tqdm(total=len(seqs), desc=desc, unit="req") as bar:

@@ -21,9 +21,9 @@ by `diversity_penalty` times the number of times earlier groups chose the token 
 (Hamming diversity); the penalty stays in the beam's score, as in `transformers`. The result ranks
 every group's hypotheses together. G = 1 is ordinary beam search.
 
-Token healing: while a beam has not yet spelled the forced prefix, only the tokens that continue it
-are allowed (combined with the `allowed_tokens` hook's mask), and the prefix is removed from the
-returned texts, as for sampled requests.
+Token healing and code on a blank cursor line (service/engine/next_tokens.py) constrain a beam's
+first tokens as they do a sampled request's, combined with the `allowed_tokens` hook's mask; the
+forced prefix is removed from the returned texts.
 """
 
 import time
@@ -34,8 +34,8 @@ import torch
 
 from kernels.beam_step import beam_step, pack_allowed
 from service.engine.block_manager import BlockManager
-from service.engine.forced_prefix import ForcedPrefixIndex, remaining_prefix
 from service.engine.model_runner import ModelRunner
+from service.engine.next_tokens import NextTokens
 from service.engine.output_processor import OutputProcessor
 from service.engine.scheduler import Scheduler
 from service.engine.sequence import Sequence, Status
@@ -86,13 +86,13 @@ class BeamSearch:
         block_manager: BlockManager,
         runner: ModelRunner,
         outputs: OutputProcessor,
-        forced_prefix_index: ForcedPrefixIndex,
+        next_tokens: NextTokens,
     ):
         self.scheduler = scheduler
         self.block_manager = block_manager
         self.runner = runner
         self.outputs = outputs
-        self.forced_prefix_index = forced_prefix_index
+        self.next_tokens = next_tokens
         self.requests: dict[str, BeamRequest] = {}
 
     def add(self, request: Sequence) -> None:
@@ -178,18 +178,15 @@ class BeamSearch:
         return penalty * torch.bincount(torch.tensor(tokens), minlength=vocab_size).float()
 
     def _mask(self, beam: Sequence, vocab_size: int) -> torch.Tensor | None:
-        """The hook's mask, narrowed to the tokens that continue the forced prefix if unspelled."""
+        """The hook's mask, narrowed by the request's constraints on its first tokens."""
         hook = beam.params.allowed_tokens
         mask = hook(beam.output_token_ids) if hook is not None else None
         if mask is not None and mask.shape != ((vocab_size + 31) // 32,):
             raise ValueError(f"allowed_tokens must return {(vocab_size + 31) // 32} int32 words")
-        remaining = remaining_prefix(beam.params.forced_prefix, beam.raw_text)
-        allowed_ids = self.forced_prefix_index.allowed_ids(remaining) if remaining else []
-        if allowed_ids:  # as the sampler: no constraint when no token fits
-            bits = torch.zeros(vocab_size, dtype=torch.bool)
-            bits[allowed_ids] = True
-            forced = pack_allowed(bits[None])[0]
-            mask = forced if mask is None else mask & forced
+        allowed = self.next_tokens.allowed(beam, vocab_size)
+        if allowed is not None:
+            first_tokens = pack_allowed(allowed[None])[0]
+            mask = first_tokens if mask is None else mask & first_tokens
         return mask
 
     def _advance(

@@ -9,8 +9,8 @@ from service.engine import metrics
 from service.engine.beam_search import BeamSearch
 from service.engine.block_manager import BlockManager
 from service.engine.config import EngineConfig
-from service.engine.forced_prefix import ForcedPrefixIndex
 from service.engine.model_runner import ModelRunner
+from service.engine.next_tokens import NextTokens
 from service.engine.output_processor import OutputProcessor
 from service.engine.sampler import Sampler
 from service.engine.sampling_params import SamplingParams
@@ -37,14 +37,14 @@ class LLMEngine:
         )
         self.stop_token_ids = self._stop_token_ids()
         vocab_strings = [self.tokenizer.decode([i]) for i in range(self.tokenizer.get_vocab_size())]
-        self.sampler = Sampler(ForcedPrefixIndex(vocab_strings, self.stop_token_ids))
+        self.sampler = Sampler(NextTokens(vocab_strings, self.stop_token_ids))
         self.outputs = OutputProcessor(self.tokenizer, self.stop_token_ids, self.max_positions)
         self.beam_search = BeamSearch(
             self.scheduler,
             self.block_manager,
             self.runner,
             self.outputs,
-            self.sampler.forced_prefix_index,
+            self.sampler.next_tokens,
         )
         self.seqs: dict[str, Sequence] = {}
 

@@ -2,22 +2,22 @@
 
 import torch
 
-from service.engine.forced_prefix import ForcedPrefixIndex, remaining_prefix
+from service.engine.next_tokens import NextTokens
 from service.engine.sequence import Sequence
 
 
 class Sampler:
-    def __init__(self, forced_prefix_index: ForcedPrefixIndex):
-        self.forced_prefix_index = forced_prefix_index
+    def __init__(self, next_tokens: NextTokens):
+        self.next_tokens = next_tokens
 
     def __call__(self, logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
         """logits: [len(seqs), vocab]; one next token per sequence."""
         argmax = logits.argmax(dim=-1).tolist()  # one call serves every plain greedy row
         tokens = []
         for row, seq, best in zip(logits, seqs, argmax, strict=True):
-            remaining = remaining_prefix(seq.params.forced_prefix, seq.raw_text)
-            if remaining:
-                row = self.forced_prefix_index.mask_logits(row, remaining)
+            allowed = self.next_tokens.allowed(seq, row.numel())
+            if allowed is not None:
+                row = row.masked_fill(~allowed, float("-inf"))
             elif seq.params.greedy:
                 tokens.append(best)
                 continue

@@ -24,6 +24,8 @@ class SamplingParams:
     # Token healing: the first generated tokens must spell these characters, which are then
     # removed from the returned text (the prompt was backed up by exactly them).
     forced_prefix: str = ""
+    # At a cursor on a blank line: the first line of the output must carry code, not end blank.
+    code_on_first_line: bool = False
     stop_rule: StopRule | None = None
     # Beam search (service/engine/beam_search.py), with `transformers`' meaning of each knob:
     # finished beams score sum_logprobs / num_generated_tokens ** length_penalty.

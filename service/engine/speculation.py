@@ -12,7 +12,7 @@ greedy decoding gives; only the number of steps changes.
 
 from array import array
 
-from service.engine.forced_prefix import remaining_prefix
+from service.engine.next_tokens import constrained
 from service.engine.sequence import Sequence
 
 TOKEN_BYTES = array("i").itemsize
@@ -39,13 +39,9 @@ def propose_draft(
 
 
 def can_speculate(seq: Sequence) -> bool:
-    """Greedy, single-beam sequences past their forced prefix: verifying is then an argmax."""
-    params = seq.params
-    return (
-        params.greedy
-        and not params.beam_search
-        and not remaining_prefix(params.forced_prefix, seq.raw_text)
-    )
+    """Greedy, single-beam sequences past the constraints on their first tokens
+    (service/engine/next_tokens.py): verifying is then an argmax."""
+    return seq.params.greedy and not seq.params.beam_search and not constrained(seq)
 
 
 # The longest pause, in steps, of a sequence whose drafts the model keeps rejecting.

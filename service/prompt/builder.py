@@ -84,7 +84,7 @@ class PromptBuilder:
         )
         if context or len(prefix) < len(whole_prefix):
             prefix_encoding = self.encode(context + prefix)
-        healed = heal_prefix(context + prefix, prefix_encoding)
+        healed = heal_prefix(context + prefix, prefix_encoding, self.encode)
         whole_suffix = to_lf(request.suffix)
         suffix_encoding = self.encode(whole_suffix)
         suffix = clip_suffix(whole_suffix, suffix_encoding, budget.suffix)

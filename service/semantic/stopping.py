@@ -10,6 +10,7 @@ far (forced prefix already removed). Modes:
 - "auto": "line" when code follows the cursor on its line, else "block";
 - "none": no rule; OpenAI's own semantics (EOS, stop strings, max_tokens) only.
 
+In every mode but "none", a cursor on a blank line asks for code on that line (`on_blank_line`).
 After generation, `drop_suffix_overlap` removes the end of a completion that repeats the code
 already after the cursor.
 """
@@ -35,6 +36,12 @@ def cursor_line(prefix: str) -> str:
 
 def rest_of_line(suffix: str) -> str:
     return suffix.split("\n", 1)[0]
+
+
+def on_blank_line(prefix: str, suffix: str) -> bool:
+    """The cursor's line holds nothing but whitespace: a suggestion must put code on it
+    (`SamplingParams.code_on_first_line`)."""
+    return not cursor_line(prefix).strip() and not rest_of_line(suffix).strip()
 
 
 def stop_at_line_end(text: str) -> int | None:

@@ -6,7 +6,7 @@ from service.api.errors import ApiError
 from service.engine import SamplingParams
 from service.prompt.builder import Prompt
 from service.prompt.newlines import to_lf
-from service.semantic.stopping import StopMode, make_stop_rule
+from service.semantic.stopping import StopMode, make_stop_rule, on_blank_line
 from service.settings import Settings
 
 
@@ -40,6 +40,7 @@ def sampling_params(
         seed=seed,
         stop=[to_lf(s) for s in stop],
         forced_prefix=prompt.forced_prefix,
+        code_on_first_line=stop_mode != "none" and on_blank_line(prompt.prefix, prompt.suffix),
         stop_rule=make_stop_rule(stop_mode, prompt.prefix, prompt.suffix),
     )
 
