@@ -11,18 +11,10 @@ from training.export import export
 from training.train import build_model, read_meta, train
 
 
-@pytest.mark.parametrize("shared", ["null", "1"])
-def test_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir, shared):
-    cfg = load_config(
-        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
-        [f"model.n_shared_blocks={shared}", "model.n_layer=3", f"export.out_dir={tmp_path / 'hf'}"],
-    )
-    cfg.curriculum = {"causal": cfg.curriculum["random_fim"]}
-    train(cfg)
-    out = export(cfg)
-
-    ckpt = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=False)
+def assert_same_logits(cfg, data_dir, out):
+    """`transformers` and our server read the export with the trained checkpoint's logits."""
     ours = build_model(cfg, read_meta(data_dir)).eval()
+    ckpt = torch.load(f"{cfg.train.out_dir}/ckpt.pt", weights_only=False)
     ours.load_state_dict(ckpt["model"])
     hf = AutoModelForCausalLM.from_pretrained(out).eval()
     ids = torch.randint(
@@ -35,6 +27,20 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir, shar
         torch.testing.assert_close(
             served.compute_logits(served(ids)), expected, atol=1e-5, rtol=1e-5
         )
+    return hf
+
+
+@pytest.mark.parametrize("shared", ["null", "1"])
+def test_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir, shared):
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        [f"model.n_shared_blocks={shared}", "model.n_layer=3", f"export.out_dir={tmp_path / 'hf'}"],
+    )
+    cfg.curriculum = {"causal": cfg.curriculum["random_fim"]}
+    train(cfg)
+    out = export(cfg)
+
+    hf = assert_same_logits(cfg, data_dir, out)
     assert hf.config.scale_attn_by_inverse_layer_idx and hf.config.reorder_and_upcast_attn
     assert hf.config.n_ctx == hf.config.n_positions == 64
 
@@ -51,6 +57,22 @@ def test_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir, shar
     assert "## Data" in card and "## Compute" in card and "## Evaluation" in card
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["steps"] == 4 and summary["tokens"] == 4 * 4 * 32
+
+
+def test_llama_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir):
+    """model.family=llama: trained by the same loop, exported as LlamaForCausalLM (grouped-query
+    attention, tied embedding), read by transformers and by the server alike."""
+    llama = ["model.family=llama", "model.n_head=4", "model.n_kv_head=2", "model.dropout=0.0"]
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        [*llama, f"export.out_dir={tmp_path / 'hf'}"],
+    )
+    train(cfg)
+    out = export(cfg)
+
+    hf = assert_same_logits(cfg, data_dir, out)
+    assert type(hf).__name__ == "LlamaForCausalLM" and hf.config.num_key_value_heads == 2
+    assert "A Llama-style decoder" in (out / "README.md").read_text()
 
 
 def test_export_refuses_a_checkpoint_over_the_size_budget(tmp_path, data_dir):

@@ -1,9 +1,13 @@
 import json
 
+import pytest
+import torch
+
 from tests.test_training_train import write_config
 from tests.training_helpers import python_sources, write_shards
 from training.config import load_config
 from training.sweep import flops_per_token, run_sweep
+from training.train import build_model
 
 
 def test_sweep_trains_each_variant_and_plots_the_curves(tmp_path):
@@ -36,3 +40,17 @@ def test_tied_blocks_cost_the_same_flops_with_fewer_parameters(tmp_path):
         == flops_per_token(tied, 512)
         == 6 * (12 * 2 * 32 * 32 + 512 * 32)
     )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["model.family=llama", "model.dropout=0.0", "model.n_head=4", "model.n_kv_head=2"]],
+    ids=["gpt2", "llama"],
+)
+def test_flops_count_every_layer_matrix_and_the_head(tmp_path, overrides):
+    path = write_config(tmp_path / "c.yaml", tmp_path / "data", tmp_path / "run")
+    cfg = load_config(path, overrides)
+    model = build_model(cfg, {"vocab_size": 512, "eot_id": 0})
+    layers = model.h if cfg.model.family == "gpt2" else model.layers
+    matrices = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+    assert flops_per_token(cfg, 512) == 6 * (matrices + 512 * cfg.model.n_embd)

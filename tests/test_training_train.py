@@ -64,6 +64,21 @@ def test_resume_is_bitwise_exact(tmp_path, data_dir):
     assert (tmp_path / "b" / "learning_curve.png").stat().st_size > 1000
 
 
+def test_checkpoint_from_before_a_model_field_existed_resumes(tmp_path, data_dir):
+    """Model fields added later (model.family, ...) hold their defaults in older checkpoints."""
+    cfg = load_config(write_config(tmp_path / "a.yaml", data_dir, tmp_path / "a"))
+    train(cfg, until_step=5)
+    path = tmp_path / "a" / "ckpt.pt"
+    ckpt = torch.load(path, weights_only=False)
+    for name in ("family", "n_kv_head", "intermediate_size", "rope_theta"):
+        del ckpt["config"]["model"][name]
+    torch.save(ckpt, path)
+    assert train(cfg)["step"] == 8
+    other = load_config(tmp_path / "a.yaml", ["model.family=llama", "model.dropout=0.0"])
+    with pytest.raises(ValueError, match="another model config"):
+        train(other)
+
+
 def test_batches_built_by_worker_processes_are_the_same(tmp_path, data_dir):
     inline = load_config(write_config(tmp_path / "a.yaml", data_dir, tmp_path / "a"))
     workers = load_config(
@@ -75,10 +90,11 @@ def test_batches_built_by_worker_processes_are_the_same(tmp_path, data_dir):
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
-def test_training_lowers_the_loss(tmp_path, data_dir):
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_training_lowers_the_loss(tmp_path, data_dir, family):
     cfg = load_config(
         write_config(tmp_path / "c.yaml", data_dir, tmp_path / "c"),
-        ["train.eval_every=30", "model.dropout=0.0"],
+        ["train.eval_every=30", "model.dropout=0.0", f"model.family={family}"],
     )
     cfg.curriculum = {"causal": cfg.curriculum["random_fim"]}
     cfg.curriculum["causal"].steps = 30

@@ -1,7 +1,8 @@
 """The configuration of the model stages (train, evaluate, export): sections of the same YAML file
 that configures the data stages (`training/data/config.py` reads the others).
 
-    model:         GPT-2 shape, CodeParrot's stability options, the weight-tied variant
+    model:         the family (GPT-2 or Llama), its shape, CodeParrot's stability options,
+                   the weight-tied variant
     train:         optimisation, batch, checkpoints
     curriculum:    named phases, each with its own FIM objective and source mixture
     finetune_sources: extra corpora in their published formats (MBPP, CodeSearchNet)
@@ -14,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import GPT2Config
+from transformers import GPT2Config, LlamaConfig, PretrainedConfig
 
 from training.data.config import DataConfig, build, read_yaml, set_value
 from training.data.config import load_config as load_data_config
@@ -23,14 +24,44 @@ from training.fim import FimConfig
 
 @dataclass
 class ModelConfig:
+    family: str = "gpt2"  # gpt2 | llama (RoPE, RMSNorm, SwiGLU, grouped-query attention)
     n_layer: int = 4
     n_embd: int = 256
     n_head: int = 4
     n_positions: int = 512
-    n_shared_blocks: int | None = None  # weight-tied ("universal") variant: k blocks reused
+    n_shared_blocks: int | None = None  # gpt2: weight-tied ("universal") variant, k blocks reused
     dropout: float = 0.0
-    scale_attn_by_inverse_layer_idx: bool = True  # CodeParrot's two stability options
+    scale_attn_by_inverse_layer_idx: bool = True  # gpt2: CodeParrot's two stability options
     reorder_and_upcast_attn: bool = True
+    n_kv_head: int | None = None  # llama: key/value heads (None: n_head)
+    intermediate_size: int | None = None  # llama: SwiGLU width (None: GPT-2's MLP parameters)
+    rope_theta: float = 10000.0  # llama
+
+    def hf_config(self, vocab_size: int, eot_id: int) -> PretrainedConfig:
+        if self.family == "gpt2":
+            return self.gpt2_config(vocab_size, eot_id)
+        if self.family == "llama":
+            return self.llama_config(vocab_size, eot_id)
+        raise ValueError(f"model.family is {self.family!r}: gpt2 or llama")
+
+    def llama_config(self, vocab_size: int, eot_id: int) -> LlamaConfig:
+        if self.n_shared_blocks or self.dropout:
+            raise ValueError("model.n_shared_blocks and model.dropout are gpt2 options")
+        # Three SwiGLU matrices of 8/3 d hold GPT-2's two 4d ones' parameters (rounded to 64).
+        width = self.intermediate_size or 64 * round(8 * self.n_embd / 3 / 64)
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=self.n_embd,
+            intermediate_size=width,
+            num_hidden_layers=self.n_layer,
+            num_attention_heads=self.n_head,
+            num_key_value_heads=self.n_kv_head or self.n_head,
+            max_position_embeddings=self.n_positions,
+            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta},
+            tie_word_embeddings=True,  # the embedding is most of a small model's parameters
+            bos_token_id=eot_id,
+            eos_token_id=eot_id,
+        )
 
     def gpt2_config(self, vocab_size: int, eot_id: int) -> GPT2Config:
         return GPT2Config(

@@ -20,6 +20,7 @@ from training.train import build_model, read_meta
 
 EVAL_RESULTS = "eval_results.json"
 TRAINING_SUMMARY = "training_summary.json"
+ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}  # model.family's
 
 
 def save_tokenizer(tokenizer_file: Path, out: Path, max_length: int, fim_order: str) -> None:
@@ -68,11 +69,11 @@ def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
     meta = read_meta(cfg.data.out)
     model = build_model(cfg, meta)
     model.load_state_dict(ckpt["model"])
-    model.config.architectures = ["GPT2LMHeadModel"]
+    model.config.architectures = [ARCHITECTURES[cfg.model.family]]
     model.config.save_pretrained(out)
     dtype = getattr(torch, cfg.export.dtype)
     state_dict = {name: w.to(dtype) for name, w in model.to_hf_state_dict().items()}
-    del state_dict["lm_head.weight"]  # tied to wte (tie_word_embeddings): loaders re-tie it
+    state_dict.pop("lm_head.weight", None)  # tied to the embedding: loaders re-tie it
     save_file(state_dict, out / "model.safetensors", metadata={"format": "pt"})
     save_tokenizer(cfg.data.out / "tokenizer.json", out, model.max_positions, cfg.export.fim_order)
     GenerationConfig(
@@ -150,9 +151,10 @@ def write_model_card(out: Path, cfg: RunConfig) -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     m = summary["model"]
     tied = f", {m['n_shared_blocks']} shared block(s)" if m["n_shared_blocks"] else ""
+    family = {"gpt2": "GPT-2", "llama": "Llama-style"}[m.get("family", "gpt2")]
     card = f"""# {out.name}: a small Python code-completion model
 
-A GPT-2 decoder ({m["n_layer"]} layers × {m["n_embd"]}, {m["n_head"]} heads{tied}, context
+A {family} decoder ({m["n_layer"]} layers × {m["n_embd"]}, {m["n_head"]} heads{tied}, context
 {m["n_positions"]}, vocabulary {meta["vocab_size"]}, {summary["parameters"] / 1e6:.2f}M parameters),
 trained with this repository's CodeParrot-style pipeline (`python -m training pipeline`) with
 fill-in-the-middle (StarCoder sentinels `<fim_prefix>`, `<fim_suffix>`, `<fim_middle>`).

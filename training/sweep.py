@@ -19,8 +19,15 @@ from training.train import build_model, read_meta, train  # noqa: E402
 
 def flops_per_token(cfg: RunConfig, vocab_size: int) -> float:
     """Forward + backward FLOPs a token: layer applications (tied or not) and the LM head."""
-    d, layers = cfg.model.n_embd, cfg.model.n_layer
-    return 6 * (12 * layers * d * d + vocab_size * d)
+    m = cfg.model
+    d = m.n_embd
+    if m.family == "llama":  # q and o, k and v of the key/value heads, three SwiGLU matrices
+        config = m.llama_config(vocab_size, 0)
+        kv = d * config.num_key_value_heads // m.n_head
+        layer = 2 * d * d + 2 * d * kv + 3 * d * config.intermediate_size
+    else:  # c_attn, c_proj, and the 4d MLP
+        layer = 12 * d * d
+    return 6 * (m.n_layer * layer + vocab_size * d)
 
 
 def run_sweep(config_path: str, overrides: list[str] = ()) -> list[dict]:

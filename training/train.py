@@ -6,6 +6,7 @@ train --config C` for data parallelism (gloo on CPU, NCCL on GPU). A run resumes
 the step (see `training/curriculum.py`), so the resumed run continues bit for bit.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -25,9 +26,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from service.models.gpt2 import GPT2
+from service.models.gpt2 import GPT2, init_like_gpt2
+from service.models.llama import Llama
 from service.models.loader import load_model
-from training.config import RunConfig, TrainConfig, to_dict
+from training.config import ModelConfig, RunConfig, TrainConfig, to_dict
 from training.curriculum import IGNORE_INDEX, Curriculum, read_documents, tokenize_documents
 from training.curves import plot_learning_curve
 from training.validation import val_metrics, val_windows
@@ -66,8 +68,13 @@ def read_meta(data_dir: Path) -> dict:
     return json.loads((data_dir / "meta.json").read_text())
 
 
-def build_model(cfg: RunConfig, meta: dict) -> GPT2:
-    return GPT2(cfg.model.gpt2_config(meta["vocab_size"], meta["eot_id"]))
+def build_model(cfg: RunConfig, meta: dict) -> GPT2 | Llama:
+    config = cfg.model.hf_config(meta["vocab_size"], meta["eot_id"])
+    if cfg.model.family == "gpt2":
+        return GPT2(config)  # which initialises itself as GPT-2 does
+    model = Llama(config)  # the serving class keeps torch's defaults: it loads its weights
+    init_like_gpt2(model, config.initializer_range, ("o_proj", "down_proj"))
+    return model
 
 
 def build_curriculum(cfg: RunConfig, tokenizer: Tokenizer, meta: dict) -> Curriculum:
@@ -139,7 +146,7 @@ def lr_multiplier(t: TrainConfig, max_steps: int):
 class Trainee(nn.Module):
     """Model + LM head as one forward, so DDP hooks see every parameter's gradient."""
 
-    def __init__(self, model: GPT2):
+    def __init__(self, model: GPT2 | Llama):
         super().__init__()
         self.model = model
 
@@ -167,7 +174,9 @@ def restore(
     ckpt = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
     if "optimizer" not in ckpt:
         raise ValueError(f"{path} holds weights only (trained elsewhere); use a new train.out_dir")
-    if ckpt["config"]["model"] != to_dict(cfg)["model"]:
+    # Fields added to ModelConfig since the checkpoint was written hold their defaults.
+    saved = dataclasses.asdict(ModelConfig()) | ckpt["config"]["model"]
+    if saved != to_dict(cfg)["model"]:
         raise ValueError(f"{path} was trained with another model config; use a new train.out_dir")
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])

@@ -107,6 +107,18 @@ def layer_attention(config: GPT2Config, layer_idx: int) -> PagedAttention:
     )
 
 
+def init_like_gpt2(model: nn.Module, std: float, residual_projections: tuple[str, ...]) -> None:
+    """GPT-2's initialisation: N(0, std) weights, zero biases, and the projections into the
+    residual stream (modules named ending in `residual_projections`) at std / sqrt(2 n_layer)."""
+    residual_std = std / math.sqrt(2 * model.num_layers)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear | nn.Embedding):
+            scaled = name.endswith(residual_projections)
+            nn.init.normal_(module.weight, std=residual_std if scaled else std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 class GPT2(nn.Module):
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -138,16 +150,7 @@ class GPT2(nn.Module):
         return cls(config)
 
     def _init_weights(self) -> None:
-        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)."""
-        std = self.config.initializer_range
-        for module in self.modules():
-            if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, std=std)
-            if isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
-        for block in self.h:
-            for proj in (block.attn.c_proj, block.mlp.c_proj):
-                nn.init.normal_(proj.weight, std=std / math.sqrt(2 * self.num_layers))
+        init_like_gpt2(self, self.config.initializer_range, ("attn.c_proj", "mlp.c_proj"))
 
     def block(self, layer_idx: int) -> GPT2Block:
         return self.h[layer_idx % len(self.h)]

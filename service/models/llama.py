@@ -188,3 +188,24 @@ class Llama(nn.Module):
         for name, parts in fused.items():
             ours[name] = torch.cat([parts[i] for i in sorted(parts)])
         self.load_state_dict(ours, strict=True)
+
+    def to_hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """A `LlamaForCausalLM` state dict (`load_hf_state_dict`'s inverse): the fused projections
+        split again, and no head where it is the embedding."""
+        attention = self.layers[0].self_attn
+        sizes = {
+            "qkv_proj": [attention.q_size, attention.kv_size, attention.kv_size],
+            "gate_up_proj": [self.config.intermediate_size] * 2,
+        }
+        hf_names = defaultdict(list)  # ours -> the Hugging Face projections, in fused order
+        for hf, (ours, _) in sorted(FUSED_PROJECTIONS.items(), key=lambda item: item[1][1]):
+            hf_names[ours].append(hf)
+        out = {}
+        for name, tensor in self.state_dict().items():
+            prefix, proj, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", "", name)
+            if proj in sizes:
+                for hf, part in zip(hf_names[proj], tensor.split(sizes[proj]), strict=True):
+                    out[f"model.{prefix}.{hf}.{kind}"] = part.contiguous().clone()
+            else:
+                out[name if name.startswith("lm_head") else f"model.{name}"] = tensor.clone()
+        return out
