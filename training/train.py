@@ -289,5 +289,10 @@ def train(cfg: RunConfig, until_step: int | None = None) -> dict:
             checkpoint(step + 1)
             last_save = time.monotonic()
     if ddp.world_size > 1:
+        # Destroying gloo's process group joins its threads while this thread holds the GIL, and
+        # a thread still finishing the last all-reduce may need the GIL: a deadlock in 2 of 12
+        # runs. After the barrier, every collective before it is done.
+        del trainee
+        dist.barrier()
         dist.destroy_process_group()
     return metrics
