@@ -48,8 +48,9 @@ class NextTokens:
                 by_first_char[text[0]].append(token_id)
         self.token_strings = token_strings
         self.by_first_char = dict(by_first_char)
-        self.line_enders = torch.tensor(
-            [i in stop_ids or ends_blank_line(text) for i, text in enumerate(token_strings)]
+        # The tokens that may come while the first line is still blank: not those that end it.
+        self.continuing_blank_line = torch.tensor(
+            [not (i in stop_ids or ends_blank_line(text)) for i, text in enumerate(token_strings)]
         )
 
     def spelling(self, remaining: str) -> list[int]:
@@ -65,10 +66,10 @@ class NextTokens:
     def allowed(self, seq: Sequence, vocab_size: int) -> torch.Tensor | None:
         """[vocab_size] bool: the tokens `seq` may take next; None where any may (also where no
         token spells the forced prefix, which then stays unenforced)."""
-        if not constrained(seq):
-            return None
         remaining = remaining_prefix(seq.params.forced_prefix, seq.raw_text)
         needs_code = awaits_code(seq)
+        if not remaining and not needs_code:
+            return None
         mask = torch.zeros(vocab_size, dtype=torch.bool)
         if remaining:
             ids = self.spelling(remaining)
@@ -76,6 +77,6 @@ class NextTokens:
                 strings = self.token_strings
                 ids = [t for t in ids if not ends_blank_line(strings[t][len(remaining) :])]
             mask[ids] = True
-        elif needs_code:
-            mask[: len(self.line_enders)] = ~self.line_enders
+        else:
+            mask[: len(self.continuing_blank_line)] = self.continuing_blank_line
         return mask if mask.any() else None

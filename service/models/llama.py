@@ -18,13 +18,14 @@ from kernels.rms_norm import rms_norm
 from kernels.rotary import apply_rope, rope_tables
 from service.models.attention import AttentionMetadata, PagedAttention
 
+# Our fused projection -> the Hugging Face projections it concatenates, in order.
+SPLIT_PROJECTIONS = {
+    "qkv_proj": ("q_proj", "k_proj", "v_proj"),
+    "gate_up_proj": ("gate_proj", "up_proj"),
+}
 # Hugging Face projection -> (our fused projection, its place in the concatenation).
 FUSED_PROJECTIONS = {
-    "q_proj": ("qkv_proj", 0),
-    "k_proj": ("qkv_proj", 1),
-    "v_proj": ("qkv_proj", 2),
-    "gate_proj": ("gate_up_proj", 0),
-    "up_proj": ("gate_up_proj", 1),
+    hf: (ours, index) for ours, parts in SPLIT_PROJECTIONS.items() for index, hf in enumerate(parts)
 }
 
 
@@ -197,14 +198,13 @@ class Llama(nn.Module):
             "qkv_proj": [attention.q_size, attention.kv_size, attention.kv_size],
             "gate_up_proj": [self.config.intermediate_size] * 2,
         }
-        hf_names = defaultdict(list)  # ours -> the Hugging Face projections, in fused order
-        for hf, (ours, _) in sorted(FUSED_PROJECTIONS.items(), key=lambda item: item[1][1]):
-            hf_names[ours].append(hf)
         out = {}
         for name, tensor in self.state_dict().items():
             prefix, proj, kind = name.rsplit(".", 2) if name.count(".") >= 2 else ("", "", name)
             if proj in sizes:
-                for hf, part in zip(hf_names[proj], tensor.split(sizes[proj]), strict=True):
+                for hf, part in zip(
+                    SPLIT_PROJECTIONS[proj], tensor.split(sizes[proj]), strict=True
+                ):
                     out[f"model.{prefix}.{hf}.{kind}"] = part.contiguous().clone()
             else:
                 out[name if name.startswith("lm_head") else f"model.{name}"] = tensor.clone()
