@@ -61,6 +61,7 @@ def test_line_examples_split_the_file_at_the_cursor():
 def test_scores_use_whitespace_tokens_and_fuzz_ratio():
     result = scores(["return  y", "x = 1"], ["return y", "x = 2"])
     assert result["exact_match"] == 50.0
+    assert result["exact_match_stderr"] == pytest.approx(100 * 0.5 / 2**0.5)  # sqrt(p(1 - p) / n)
     assert result["edit_similarity"] == pytest.approx(
         (100 * 16 / 17 + 80) / 2
     )  # 2 * matches / total

@@ -58,8 +58,11 @@ def scores(predictions: list[str], targets: list[str]) -> dict[str, float]:
     similarity = [
         fuzz.ratio(p.strip(), t.strip()) for p, t in zip(predictions, targets, strict=True)
     ]
+    match_rate = float(np.mean(exact))
     return {
-        "exact_match": 100 * float(np.mean(exact)),
+        "exact_match": 100 * match_rate,
+        # a binomial proportion's standard error: how far the set's size lets the score move
+        "exact_match_stderr": 100 * float(np.sqrt(match_rate * (1 - match_rate) / len(exact))),
         "edit_similarity": float(np.mean(similarity)),
     }
 
