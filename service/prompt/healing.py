@@ -51,7 +51,9 @@ def heal_prefix(text: str, encoding: Encoded, encode: Callable[[str], Encoded]) 
     return HealedPrefix(ids[:keep], tail)
 
 
-def split_as_before_code(text: str, encoding: Encoded, encode) -> HealedPrefix:
+def split_as_before_code(
+    text: str, encoding: Encoded, encode: Callable[[str], Encoded]
+) -> HealedPrefix:
     """`text` ending in indentation: its trailing whitespace tokens replaced by those the
     whitespace splits into when code follows, but for the part the code's first token takes."""
     first = len(encoding.ids)  # the first of the trailing whitespace tokens
