@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from service.models.loader import load_model
@@ -73,6 +74,51 @@ def test_llama_export_loads_in_transformers_with_equal_logits(tmp_path, data_dir
     hf = assert_same_logits(cfg, data_dir, out)
     assert type(hf).__name__ == "LlamaForCausalLM" and hf.config.num_key_value_heads == 2
     assert "A Llama-style decoder" in (out / "README.md").read_text()
+
+
+def test_int8_export_loads_in_transformers_and_the_server_alike(tmp_path, data_dir):
+    """export.quantize=int8: linear layers as int8 + scales, which `transformers` (through
+    compressed-tensors) and our loader dequantize to the same weights, near the trained ones."""
+    llama = ["model.family=llama", "model.dropout=0.0", "export.dtype=float16"]
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        [*llama, f"export.out_dir={tmp_path / 'hf'}"],
+    )
+    train(cfg)
+    half = export(cfg).joinpath("model.safetensors").stat().st_size
+    cfg.export.quantize, cfg.export.group_size = "int8", 16
+    out = export(cfg, str(tmp_path / "hf-int8"))
+    tensors = load_file(out / "model.safetensors")
+    assert tensors["model.layers.0.mlp.down_proj.weight"].dtype == torch.int8
+    assert tensors["model.layers.0.mlp.down_proj.weight_scale"].shape == (32, 64 // 16)
+    linear = sum(t.numel() for t in tensors.values() if t.dtype == torch.int8)
+    saved = half - (out / "model.safetensors").stat().st_size  # a byte a weight, less the scales
+    assert linear * (1 - 2 / 16) - 2048 < saved <= linear * (1 - 2 / 16)
+    assert "as int8 with a scale per 16 columns" in (out / "README.md").read_text()
+
+    trained = build_model(cfg, read_meta(data_dir)).eval()
+    trained.load_state_dict(torch.load(f"{cfg.train.out_dir}/ckpt.pt", weights_only=False)["model"])
+    hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    served = load_model(out)
+    ids = torch.randint(
+        0, hf.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        ours = served.compute_logits(served(ids))
+        torch.testing.assert_close(hf(ids).logits, ours, atol=1e-4, rtol=1e-4)
+        full = trained.compute_logits(trained(ids))
+    assert (ours - full).abs().max() < 0.02 * full.abs().max()
+    assert (ours.argmax(-1) == full.argmax(-1)).float().mean() > 0.9
+
+
+def test_int8_export_of_gpt2_is_refused(tmp_path, data_dir):
+    cfg = load_config(
+        write_config(tmp_path / "c.yaml", data_dir, tmp_path / "run"),
+        ["export.quantize=int8", "train.checkpoint_every_steps=1", f"export.out_dir={tmp_path}/hf"],
+    )
+    train(cfg, until_step=1)
+    with pytest.raises(ValueError, match="needs model.family=llama"):
+        export(cfg)
 
 
 def test_export_refuses_a_checkpoint_over_the_size_budget(tmp_path, data_dir):

@@ -64,6 +64,16 @@ def test_resume_is_bitwise_exact(tmp_path, data_dir):
     assert (tmp_path / "b" / "learning_curve.png").stat().st_size > 1000
 
 
+def test_a_checkpoint_before_the_first_log_line(tmp_path, data_dir):
+    cfg = load_config(
+        write_config(tmp_path / "a.yaml", data_dir, tmp_path / "a"),
+        ["train.log_every=100", "train.checkpoint_every_steps=1"],
+    )
+    assert train(cfg, until_step=1)["step"] == 1
+    run = tmp_path / "a"
+    assert (run / "ckpt.pt").exists() and (run / "learning_curve.png").exists()
+
+
 def test_checkpoint_from_before_a_model_field_existed_resumes(tmp_path, data_dir):
     """Model fields added later (model.family, ...) hold their defaults in older checkpoints."""
     cfg = load_config(write_config(tmp_path / "a.yaml", data_dir, tmp_path / "a"))

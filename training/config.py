@@ -158,6 +158,11 @@ class ExportConfig:
     max_megabytes: float = 30.0
     dtype: str = "float32"  # float32 | float16 | bfloat16: the safetensors weights' type
     fim_order: str = "psm"  # psm | spm: the FIM prompt order the server should use (measure it)
+    # none | int8: a Llama-style model's linear layers as int8 with a float16 scale per
+    # `group_size` input columns (service/models/int8_weights.py), about twice the parameters
+    # in the same megabytes; the rest stays in `dtype`
+    quantize: str = "none"
+    group_size: int = 128
 
 
 @dataclass

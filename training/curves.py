@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():  # a checkpoint before the first log line
+        return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
+from service.models.int8_weights import quantization_config, quantize_state_dict
 from training.config import RunConfig
 from training.data.report import STAGES
 from training.tokenizer import EOT, FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX
@@ -70,11 +71,7 @@ def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
     model = build_model(cfg, meta)
     model.load_state_dict(ckpt["model"])
     model.config.architectures = [ARCHITECTURES[cfg.model.family]]
-    model.config.save_pretrained(out)
-    dtype = getattr(torch, cfg.export.dtype)
-    state_dict = {name: w.to(dtype) for name, w in model.to_hf_state_dict().items()}
-    state_dict.pop("lm_head.weight", None)  # tied to the embedding: loaders re-tie it
-    save_file(state_dict, out / "model.safetensors", metadata={"format": "pt"})
+    save_weights(model, cfg, out)
     save_tokenizer(cfg.data.out / "tokenizer.json", out, model.max_positions, cfg.export.fim_order)
     GenerationConfig(
         max_new_tokens=64,
@@ -95,6 +92,26 @@ def export(cfg: RunConfig, out_dir: str | None = None) -> Path:
     if megabytes > cfg.export.max_megabytes:
         raise ValueError(f"model.safetensors is {megabytes:.1f} MB > export.max_megabytes")
     return out
+
+
+def save_weights(model: torch.nn.Module, cfg: RunConfig, out: Path) -> None:
+    """config.json and model.safetensors, in `export.dtype` or as int8 (`export.quantize`)."""
+    e = cfg.export
+    state_dict = model.to_hf_state_dict()
+    state_dict.pop("lm_head.weight", None)  # tied to the embedding: loaders re-tie it
+    dtype = getattr(torch, e.dtype)
+    if e.quantize == "int8":
+        if cfg.model.family != "llama":
+            # transformers' GPT-2 computes with Conv1D layers, which compressed-tensors skips
+            raise ValueError("export.quantize=int8 needs model.family=llama")
+        state_dict = quantize_state_dict(state_dict, e.group_size, dtype)
+        model.config.quantization_config = quantization_config(e.group_size)
+    elif e.quantize == "none":
+        state_dict = {name: w.to(dtype) for name, w in state_dict.items()}
+    else:
+        raise ValueError(f"export.quantize is {e.quantize!r}: none or int8")
+    model.config.save_pretrained(out)
+    save_file(state_dict, out / "model.safetensors", metadata={"format": "pt"})
 
 
 def filter_report(data_dir: Path) -> str:
@@ -144,6 +161,17 @@ def compute_lines(summary: dict) -> str:
     )
 
 
+def weights_line(cfg: RunConfig) -> str:
+    e = cfg.export
+    if e.quantize == "int8":
+        return (
+            f"Weights: the linear layers as int8 with a scale per {e.group_size} columns "
+            f"(compressed-tensors W8A16; `transformers` needs the `compressed-tensors` package), "
+            f"the rest {e.dtype}."
+        )
+    return f"Weights: {e.dtype}."
+
+
 def write_model_card(out: Path, cfg: RunConfig) -> None:
     summary = json.loads((out / TRAINING_SUMMARY).read_text())
     meta = read_meta(cfg.data.out)
@@ -158,7 +186,7 @@ A {family} decoder ({m["n_layer"]} layers × {m["n_embd"]}, {m["n_head"]} heads{
 {m["n_positions"]}, vocabulary {meta["vocab_size"]}, {summary["parameters"] / 1e6:.2f}M parameters),
 trained with this repository's CodeParrot-style pipeline (`python -m training pipeline`) with
 fill-in-the-middle (StarCoder sentinels `<fim_prefix>`, `<fim_suffix>`, `<fim_middle>`).
-Served by `make serve`; loads in `transformers.AutoModelForCausalLM`.
+Served by `make serve`; loads in `transformers.AutoModelForCausalLM`. {weights_line(cfg)}
 
 ## Data
 

@@ -10,6 +10,7 @@ from transformers import AutoConfig
 
 from service.models.gpt2 import GPT2
 from service.models.gpt_bigcode import GPTBigCode
+from service.models.int8_weights import dequantize_state_dict
 from service.models.llama import Llama
 
 MODEL_FAMILIES: dict[str, type[nn.Module]] = {
@@ -50,5 +51,8 @@ def load_model(
     with torch.device(device):
         model = family(config)
     model.to(dtype)
-    model.load_hf_state_dict(read_state_dict(path))
+    state_dict = read_state_dict(path)
+    if quantization := getattr(config, "quantization_config", None):
+        state_dict = dequantize_state_dict(state_dict, quantization)
+    model.load_hf_state_dict(state_dict)
     return model.eval()
