@@ -19,6 +19,7 @@ STASH=${STASH:-/tmp/stash}  # outside the working tree: kept while the machine s
 WHEELS=${WHEELS:-.whl}
 STAGES=${STAGES:-"train bench engine"}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
+CALL_SECONDS=${CALL_SECONDS:-600}  # the device call's timeout_s
 BENCH_SECONDS=${BENCH_SECONDS:-100}
 BENCH_ARGS=${BENCH_ARGS-"--quick"}  # empty: the full shape grid
 CONFIG=${CONFIG:-training/configs/default.yaml}
@@ -68,11 +69,14 @@ PY
 }
 
 pack_weights() {  # model weights and metrics; the optimizer state would not fit the way back
+    # Weights as float16, as the export writes them anyway: a 24.6M model's float32 weights alone
+    # would pass the 64 MiB that one call can bring back.
     python3 - "$RUN" <<'PY'
 import sys, torch
 ckpt = torch.load(f"{sys.argv[1]}/ckpt.pt", map_location="cpu", weights_only=False)
 for key in ("optimizer", "scheduler", "torch_rng"):
     ckpt.pop(key)
+ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
 torch.save(ckpt, f"{sys.argv[1]}/weights.pt")
 PY
     tar czf - -C "$RUN" weights.pt metrics.jsonl learning_curve.png | split -b 15M - "$OUT/run.tgz."
@@ -95,7 +99,9 @@ if [[ $STAGES == *train* ]]; then
             > /tmp/logs/train.log 2>&1
         stamp "training $(size_run) steps"
     fi
-    timeout $((TRAIN_SECONDS + 90)) python3 -m training train --config $CONFIG >> /tmp/logs/train.log 2>&1
+    # Stopped, if it overruns, in time to pack its last checkpoint before the call's limit.
+    timeout $((CALL_SECONDS - 45 - (SECONDS - start))) python3 -m training train --config $CONFIG \
+        >> /tmp/logs/train.log 2>&1
     stamp "training done: $(tail -c 300 /tmp/logs/train.log | tr '\r' '\n' | tail -1)"
 fi
 wait $tests

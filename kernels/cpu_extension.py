@@ -8,12 +8,16 @@ cannot be built, the CPU attention uses torch's own operators instead (slower at
 results) and the log says so once.
 """
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
 import os
 import platform
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -48,6 +52,28 @@ def cpu_fingerprint() -> str:
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
+def build_directory(name: str) -> Path:
+    """Where the library named NAME is built and cached: one per Python and torch version."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    python = f"py{sys.version_info.major}{sys.version_info.minor}"
+    return Path(root) / f"{python}_torch{torch.__version__}" / name
+
+
+@contextlib.contextmanager
+def only_builder(directory: Path) -> Iterator[None]:
+    """Be the one process building in DIRECTORY, and clear what a killed build left behind.
+
+    torch marks a build in progress with a `lock` file that a killed build never removes, and
+    every later load then waits on it forever. An flock is dropped by the kernel when its holder
+    dies, so while we hold one no other build is running and a `lock` file found is stale.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.flock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        yield
+
+
 @functools.cache
 def cpu_kernels():
     """`torch.ops.completion_kernels`, built first if needed; None where it cannot be built."""
@@ -57,14 +83,17 @@ def cpu_kernels():
         import ninja
 
         os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ['PATH']}"
+    name = f"completion_kernels_{cpu_fingerprint()}"
     try:
-        load(
-            name=f"completion_kernels_{cpu_fingerprint()}",
-            sources=[str(path) for path in SOURCES],
-            extra_cflags=CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,
-        )
+        with only_builder(directory := build_directory(name)):
+            load(
+                name=name,
+                sources=[str(path) for path in SOURCES],
+                extra_cflags=CFLAGS,
+                extra_ldflags=["-fopenmp"],
+                build_directory=str(directory),
+                is_python_module=False,
+            )
     except (OSError, RuntimeError) as error:
         log.warning("C++ CPU kernels unavailable, using torch operators instead: %s", error)
         return None
