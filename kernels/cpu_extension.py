@@ -52,6 +52,11 @@ def cpu_fingerprint() -> str:
     return hashlib.sha256(described.encode()).hexdigest()[:12]
 
 
+def library_name() -> str:
+    """The kernels' library name: one per CPU it was compiled for."""
+    return f"completion_kernels_{cpu_fingerprint()}"
+
+
 def build_directory(name: str) -> Path:
     """Where the library named NAME is built and cached: one per Python and torch version."""
     root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
@@ -83,7 +88,7 @@ def cpu_kernels():
         import ninja
 
         os.environ["PATH"] = f"{ninja.BIN_DIR}{os.pathsep}{os.environ['PATH']}"
-    name = f"completion_kernels_{cpu_fingerprint()}"
+    name = library_name()
     try:
         with only_builder(directory := build_directory(name)):
             load(

@@ -1,12 +1,11 @@
 """Building the C++ CPU kernels survives a build that was killed halfway."""
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from kernels.cpu_extension import build_directory, cpu_fingerprint, cpu_kernels
+from kernels.cpu_extension import build_directory, cpu_kernels, library_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_killed_build_does_not_make_later_loads_wait_forever(tmp_path, monkeypatch):
     """torch's `lock` file, which a killed build leaves, is cleared instead of waited on."""
     assert cpu_kernels() is not None
-    name = f"completion_kernels_{cpu_fingerprint()}"
+    name = library_name()
     built = build_directory(name)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     left = build_directory(name)
@@ -22,8 +21,6 @@ def test_a_killed_build_does_not_make_later_loads_wait_forever(tmp_path, monkeyp
     shutil.copytree(built, left, ignore=shutil.ignore_patterns("*lock"))
     (left / "lock").touch()  # what a build killed between torch's lock and unlock leaves
 
-    done = subprocess.run(
-        [sys.executable, "-m", "kernels.cpu_extension"], cwd=ROOT, env=os.environ, timeout=240
-    )
+    done = subprocess.run([sys.executable, "-m", "kernels.cpu_extension"], cwd=ROOT, timeout=240)
     assert done.returncode == 0
     assert not (left / "lock").exists()
