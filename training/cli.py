@@ -1,4 +1,4 @@
-"""argparse subcommands for the model stages: train, evaluate, export, pipeline.
+"""argparse subcommands for the model stages: train, export, evaluate, compare, pipeline, sweep.
 
 Each `add_*_parser(subparsers)` registers one subcommand whose handler is `args.run(args)`
 (the convention of `training/data/cli.py`); `training/__main__.py` collects them.
@@ -42,6 +42,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import evaluate
 
     print(json.dumps(evaluate(config_from_args(args), args.model_dir), indent=2))
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    from training.compare import compare, markdown_table
+
+    print(f"A = {args.model_a}\nB = {args.model_b}\n")
+    print(markdown_table(compare(args.model_a, args.model_b, args.samples)))
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
@@ -104,3 +111,13 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("sweep", help="scaling sweep: train the config's sweep variants")
     add_common(parser)
     parser.set_defaults(run=run_sweep)
+
+
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="two evaluated model dirs, paired on the same line-completion cursors"
+    )
+    parser.add_argument("model_a", help="a model dir that `evaluate` has scored (the baseline)")
+    parser.add_argument("model_b", help="another, scored on the same cursors (the candidate)")
+    parser.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
+    parser.set_defaults(run=run_compare)

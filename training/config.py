@@ -130,6 +130,7 @@ class LineCompletionConfig:
     prefix_tokens: int = 1024
     suffix_tokens: int = 256
     max_new_tokens: int = 48
+    seed: int = 0  # the draw of cursors: another seed, another 1,500 (same seed: paired models)
 
 
 @dataclass

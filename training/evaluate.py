@@ -5,7 +5,8 @@
 - HumanEval pass@1 / pass@10, and infilling pass@1 (single-line, multi-line, random-span),
   candidates run in the sandbox.
 
-Results go to MODEL_DIR/eval_results.json and into the model card.
+Results go to MODEL_DIR/eval_results.json and into the model card; each line completion
+(target and prediction) to MODEL_DIR/line_completion.jsonl, for `python -m training compare`.
 """
 
 import json
@@ -20,7 +21,7 @@ from training.config import RunConfig
 from training.export import EVAL_RESULTS, TRAINING_SUMMARY, write_model_card
 from training.humaneval import evaluate_humaneval
 from training.humaneval_infilling import check_kinds, evaluate_humaneval_infilling
-from training.line_completion import evaluate_line_completion, held_out_files
+from training.line_completion import LINE_RECORDS, evaluate_line_completion, held_out_files
 from training.sandbox import Limits
 from training.train import read_meta, read_tokens
 from training.validation import val_metrics, val_windows
@@ -47,9 +48,12 @@ def evaluate(cfg: RunConfig, model_dir: str | None = None) -> dict[str, float]:
     files = held_out_files(
         val, Tokenizer.from_file(str(path / "tokenizer.json")), meta["eot_id"], lc.files
     )
-    results |= evaluate_line_completion(
-        completer, files, lc.examples_per_file, lc.multi_line, lc.max_new_tokens
+    line_results, line_records = evaluate_line_completion(
+        completer, files, lc.examples_per_file, lc.multi_line, lc.max_new_tokens, lc.seed
     )
+    results |= line_results
+    with open(path / LINE_RECORDS, "w") as out:
+        out.writelines(json.dumps(record) + "\n" for record in line_records)
     h = e.humaneval
     if h.enabled:
         limits = Limits(timeout_s=h.timeout_s, memory_mb=h.memory_mb)

@@ -10,6 +10,8 @@ from rapidfuzz import fuzz
 from service.engine.sampling_params import SamplingParams
 from training.completer import Completer, Request
 
+LINE_RECORDS = "line_completion.jsonl"  # beside eval_results.json: one record per completion
+
 
 @dataclass(frozen=True)
 class Example:
@@ -17,6 +19,7 @@ class Example:
     target: str  # the rest of the line, or of `lines` lines
     suffix: str  # the file after the target
     lines: int
+    file: int = 0  # which held-out file: cursors of one file are not independent (compare.py)
 
 
 def held_out_files(val_tokens: np.ndarray, tokenizer, eot_id: int, count: int) -> list[str]:
@@ -27,7 +30,9 @@ def held_out_files(val_tokens: np.ndarray, tokenizer, eot_id: int, count: int) -
     return [doc for doc, _ in zip(docs, range(count), strict=False)]
 
 
-def make_examples(text: str, lines: int, count: int, rng: np.random.Generator) -> list[Example]:
+def make_examples(
+    text: str, lines: int, count: int, rng: np.random.Generator, file: int = 0
+) -> list[Example]:
     """Cursors at the start of code lines (not blank, not comments), after some context."""
     rows = text.split("\n")
     candidates = [
@@ -41,7 +46,7 @@ def make_examples(text: str, lines: int, count: int, rng: np.random.Generator) -
         prefix = "\n".join(rows[:i] + [indent])
         target = "\n".join(rows[i : i + lines])[len(indent) :]
         suffix = "\n" + "\n".join(rows[i + lines :])
-        examples.append(Example(prefix, target, suffix, lines))
+        examples.append(Example(prefix, target, suffix, lines, file))
     return examples
 
 
@@ -53,11 +58,15 @@ def cut_after_lines(lines: int):
     return rule
 
 
+def example_scores(prediction: str, target: str) -> tuple[bool, float]:
+    """Exact match on whitespace-split tokens, and edit similarity (0-100)."""
+    return prediction.split() == target.split(), fuzz.ratio(prediction.strip(), target.strip())
+
+
 def scores(predictions: list[str], targets: list[str]) -> dict[str, float]:
-    exact = [p.split() == t.split() for p, t in zip(predictions, targets, strict=True)]
-    similarity = [
-        fuzz.ratio(p.strip(), t.strip()) for p, t in zip(predictions, targets, strict=True)
-    ]
+    exact, similarity = zip(
+        *(example_scores(p, t) for p, t in zip(predictions, targets, strict=True)), strict=True
+    )
     match_rate = float(np.mean(exact))
     return {
         "exact_match": 100 * match_rate,
@@ -74,12 +83,17 @@ def evaluate_line_completion(
     multi_line: int,
     max_new_tokens: int,
     seed: int = 0,
-) -> dict[str, float]:
-    """exact_match / edit_similarity for {single, multi}-line × {with, without} suffix."""
-    results = {}
+) -> tuple[dict[str, float], list[dict]]:
+    """exact_match / edit_similarity for {single, multi}-line × {with, without} suffix, and the
+    record of each example (setting, file, target, prediction) for a paired comparison."""
+    results, records = {}, []
     for lines in (1, multi_line):
         rng = np.random.default_rng(seed)
-        examples = [e for text in files for e in make_examples(text, lines, examples_per_file, rng)]
+        examples = [
+            e
+            for i, text in enumerate(files)
+            for e in make_examples(text, lines, examples_per_file, rng, file=i)
+        ]
         targets = [e.target for e in examples]
         for with_suffix in (False, True):
             requests = [
@@ -94,5 +108,9 @@ def evaluate_line_completion(
             predictions = completer.complete(requests, desc=name)
             for metric, value in scores(predictions, targets).items():
                 results[f"line_{name}_{metric}"] = value
+            records += [
+                {"setting": name, "file": e.file, "target": e.target, "prediction": p}
+                for e, p in zip(examples, predictions, strict=True)
+            ]
         results[f"line_{'single' if lines == 1 else f'{lines}_lines'}_examples"] = len(examples)
-    return results
+    return results, records
