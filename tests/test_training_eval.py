@@ -1,5 +1,7 @@
 import json
 import socket
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -145,3 +147,13 @@ def test_compare_pairs_cursors_and_bootstraps_over_files(tmp_path):
         compare(tmp_path / "a", tmp_path / "other")
     with pytest.raises(FileNotFoundError, match="evaluate"):
         compare(tmp_path / "a", tmp_path)
+
+
+def test_compare_command_says_what_is_missing(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "compare", str(tmp_path), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1 and "run `python -m training evaluate` first" in done.stderr

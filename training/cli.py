@@ -47,8 +47,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
 def run_compare(args: argparse.Namespace) -> None:
     from training.compare import compare, markdown_table
 
+    try:
+        rows = compare(args.model_a, args.model_b, args.samples)
+    except (FileNotFoundError, ValueError) as error:  # not evaluated, or on other cursors
+        raise SystemExit(f"compare: {error}") from None
     print(f"A = {args.model_a}\nB = {args.model_b}\n")
-    print(markdown_table(compare(args.model_a, args.model_b, args.samples)))
+    print(markdown_table(rows))
 
 
 def run_pipeline(args: argparse.Namespace) -> None:
