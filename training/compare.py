@@ -41,6 +41,11 @@ def file_bootstrap(
     return float(low), float(high)
 
 
+def scored(records: list[dict]) -> np.ndarray:
+    """One row per record: exact match (0 or 1) and edit similarity."""
+    return np.array([example_scores(r["prediction"], r["target"]) for r in records], dtype=float)
+
+
 def compare_setting(a: list[dict], b: list[dict], samples: int, seed: int) -> dict:
     """Exact match and edit similarity of A and B on one setting's cursors, paired."""
     if [r["target"] for r in a] != [r["target"] for r in b]:
@@ -48,8 +53,7 @@ def compare_setting(a: list[dict], b: list[dict], samples: int, seed: int) -> di
             f"{a[0]['setting']}: the two evaluations completed different cursors; evaluate both "
             "with the same held-out files and evaluate.line_completion.seed"
         )
-    scored_a = np.array([example_scores(r["prediction"], r["target"]) for r in a], dtype=float)
-    scored_b = np.array([example_scores(r["prediction"], r["target"]) for r in b], dtype=float)
+    scored_a, scored_b = scored(a), scored(b)
     files = np.array([r["file"] for r in a])
     rng = np.random.default_rng(seed)
     exact_a, exact_b = scored_a[:, 0], scored_b[:, 0]
