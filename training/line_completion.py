@@ -9,6 +9,7 @@ from rapidfuzz import fuzz
 
 from service.engine.sampling_params import SamplingParams
 from training.completer import Completer, Request
+from training.config import LineCompletionConfig
 
 LINE_RECORDS = "line_completion.jsonl"  # beside eval_results.json: one record per completion
 
@@ -77,22 +78,17 @@ def scores(predictions: list[str], targets: list[str]) -> dict[str, float]:
 
 
 def evaluate_line_completion(
-    completer: Completer,
-    files: list[str],
-    examples_per_file: int,
-    multi_line: int,
-    max_new_tokens: int,
-    seed: int = 0,
+    completer: Completer, files: list[str], lc: LineCompletionConfig
 ) -> tuple[dict[str, float], list[dict]]:
     """exact_match / edit_similarity for {single, multi}-line × {with, without} suffix, and the
     record of each example (setting, file, target, prediction) for a paired comparison."""
     results, records = {}, []
-    for lines in (1, multi_line):
-        rng = np.random.default_rng(seed)
+    for lines in (1, lc.multi_line):
+        rng = np.random.default_rng(lc.seed)
         examples = [
             e
             for i, text in enumerate(files)
-            for e in make_examples(text, lines, examples_per_file, rng, file=i)
+            for e in make_examples(text, lines, lc.examples_per_file, rng, file=i)
         ]
         targets = [e.target for e in examples]
         for with_suffix in (False, True):
@@ -100,7 +96,12 @@ def evaluate_line_completion(
                 Request(
                     e.prefix,
                     e.suffix if with_suffix else "",
-                    SamplingParams(max_tokens=max_new_tokens, stop_rule=cut_after_lines(lines)),
+                    SamplingParams(
+                        max_tokens=lc.max_new_tokens,
+                        stop_rule=cut_after_lines(lines),
+                        num_beams=lc.num_beams,
+                        length_penalty=lc.length_penalty,
+                    ),
                 )
                 for e in examples
             ]

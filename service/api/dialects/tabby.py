@@ -4,7 +4,8 @@ Defaults: the prefix is clipped to its last 1536 characters (whole lines), 64 ne
 code-aware stopping ("auto"). Temperature: Tabby's agent sends none and Tabby's server samples
 at 0.1; we decode greedily at or below 0.1, which is nearly the same distribution's mode and
 makes a keystroke's suggestion deterministic (and so cacheable and reusable across requests).
-Our `num_beams` extension makes the choice the best of a beam search (greedy temperatures only).
+Our `num_beams` extension makes the choice the best of a beam search (greedy temperatures only),
+scored with `length_penalty` (ours too; 0.5 unless sent).
 """
 
 import uuid
@@ -72,7 +73,9 @@ def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | No
         stop_mode=body.stop_mode,
     )
     if body.num_beams > 1:
-        params = with_beams(params, serving.settings, body.num_beams)
+        params = with_beams(
+            params, serving.settings, body.num_beams, length_penalty=body.length_penalty
+        )
     return Job(
         request_id=f"cmpl-{uuid.uuid4()}",
         prompt=prompt,
