@@ -161,8 +161,16 @@ def test_refusals(base_url, fields, param, message):
     assert error["param"] == param and message in error["message"]
 
 
-def test_tabby_refuses_a_temperature_with_beams(base_url):
-    segments = {"prefix": PROMPT}
-    body = {"segments": segments, "num_beams": 2, "temperature": 0.8}
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"num_beams": 2, "temperature": 0.8}, "temperature"),
+        ({"length_penalty": 0.0}, "length_penalty"),
+    ],
+)
+def test_tabby_refusals(base_url, fields, param):
+    body = {"segments": {"prefix": PROMPT}, **fields}
     response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60)
-    assert response.status_code == 400 and "temperature" in response.json()["error"]["message"]
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and param in error["message"]

@@ -72,6 +72,10 @@ def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | No
         stop=[],
         stop_mode=body.stop_mode,
     )
+    if body.num_beams == 1 and "length_penalty" in body.model_fields_set:
+        raise ApiError(
+            400, "length_penalty applies to beam search: send num_beams > 1", "length_penalty"
+        )
     if body.num_beams > 1:
         params = with_beams(
             params, serving.settings, body.num_beams, length_penalty=body.length_penalty
