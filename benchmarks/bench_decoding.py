@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_engine import stdlib_files
+from benchmarks.bench_engine import stdlib_files, write_doc
 from service.engine import EngineConfig, LLMEngine, SamplingParams
 from service.prompt.builder import CompletionInput, PromptBuilder
 from service.prompt.fim import read_fim_order
@@ -32,7 +32,6 @@ from service.semantic.stopping import make_stop_rule, on_blank_line
 from service.settings import DEFAULT_MODEL_DIR, Settings
 from training.line_completion import Example, make_examples
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 START, END = "<!-- decoding:start -->", "<!-- decoding:end -->"
 MAX_TOKENS = 64  # Tabby's
 DECODINGS = ((1, 1.0), (2, 0.0), (4, 0.5), (4, 1.0))  # (num_beams, length_penalty)
@@ -51,11 +50,10 @@ def cursors(count: int, min_target_chars: int) -> list[Example]:
 
 
 class Keystrokes:
-    def __init__(self, model: Path, threads: int):
-        s = Settings()
-        config = EngineConfig(model, dtype=s.resolved_dtype, num_threads=threads)
+    def __init__(self, model: Path, threads: int, settings: Settings):
+        config = EngineConfig(model, dtype=settings.resolved_dtype, num_threads=threads)
         self.engine = LLMEngine(config)
-        budget = Budget(s.prefix_tokens, s.suffix_tokens, 0)
+        budget = Budget(settings.prefix_tokens, settings.suffix_tokens, 0)
         self.builder = PromptBuilder(
             self.engine.tokenizer, budget, self.engine.max_positions, read_fim_order(model)
         )
@@ -104,10 +102,10 @@ def measure(keystrokes: Keystrokes, examples: list[Example]) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict], model: Path, threads: int, count: int) -> str:
+def table(rows: list[dict], model: Path, dtype: str, threads: int, count: int) -> str:
     lines = [
         f"{model.name}, {count} standard-library cursors, one request at a time, "
-        f"{Settings().resolved_dtype}, {threads} thread(s), {platform.machine()}:",
+        f"{dtype}, {threads} thread(s), {platform.machine()}:",
         "",
         "| stop mode | decoding | median ms | p90 ms | × greedy | mean chars |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -122,12 +120,6 @@ def table(rows: list[dict], model: Path, threads: int, count: int) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    head, rest = DOC.read_text().split(START)
-    _, tail = rest.split(END)
-    DOC.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,12 +129,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-doc", dest="doc", action="store_false", help="do not write the docs")
     args = parser.parse_args()
-    keystrokes = Keystrokes(args.model, args.threads)
+    settings = Settings()
+    keystrokes = Keystrokes(args.model, args.threads, settings)
     examples = cursors(args.contexts, min_target_chars=2 * len(DECODINGS))
-    text = table(measure(keystrokes, examples), args.model, args.threads, args.contexts)
+    rows = measure(keystrokes, examples)
+    text = table(rows, args.model, settings.resolved_dtype, args.threads, args.contexts)
     print(text)
     if args.doc:
-        write_doc(text)
+        write_doc(text, START, END)
 
 
 if __name__ == "__main__":

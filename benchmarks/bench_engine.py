@@ -548,11 +548,12 @@ def ratios(summaries: dict[str, dict], extra: dict) -> str:
     return "\n".join(lines)
 
 
-def write_doc(text: str) -> None:
-    doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{RESULTS_START}\n{RESULTS_END}\n"
-    head, rest = doc.split(RESULTS_START)
-    _, tail = rest.split(RESULTS_END)
-    DOC.write_text(f"{head}{RESULTS_START}\n{text}\n{RESULTS_END}{tail}")
+def write_doc(text: str, start: str = RESULTS_START, end: str = RESULTS_END) -> None:
+    """`text` in docs/benchmarks.md between the `start` and `end` markers."""
+    doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\n{start}\n{end}\n"
+    head, rest = doc.split(start)
+    _, tail = rest.split(end)
+    DOC.write_text(f"{head}{start}\n{text}\n{end}{tail}")
 
 
 # -- main ------------------------------------------------------------------------------------
