@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     args.pop("command")
-    settings = Settings(**args)
+    try:
+        settings = Settings(**args)
+    except ValueError as error:
+        parser.error(str(error))
     if not (settings.model / "config.json").is_file():
         sys.exit(f"error: {missing_checkpoint_message(settings.model)}")
     serve(settings)

@@ -98,12 +98,28 @@ class Settings:
     max_num_beams: int = setting(
         8, "largest beam search a request may ask for (num_beams, or n when n is larger)"
     )
+    line_num_beams: int = setting(
+        1,
+        "greedy one-line completions (stop mode line, sent or chosen by auto) that ask for no "
+        "beams get the best of this many, ranked with --line-length-penalty: more exact lines "
+        "for several times the CPU latency (docs/training.md, Decoding); 1 = greedy",
+    )
+    line_length_penalty: float = setting(
+        0.5, "length penalty of --line-num-beams' search (sum_logprobs / tokens ** penalty)"
+    )
     request_timeout_s: float = setting(
         30.0, "a generation still running after this many seconds is stopped and returned"
     )
     log_level: str = setting(
         "info", "server log level", choices=["critical", "error", "warning", "info", "debug"]
     )
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.line_num_beams <= self.max_num_beams:
+            raise ValueError(
+                f"line_num_beams is {self.line_num_beams}: it must be between 1 and "
+                f"max_num_beams ({self.max_num_beams})"
+            )
 
     @property
     def resolved_device(self) -> str:

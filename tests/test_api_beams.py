@@ -6,6 +6,7 @@ server builds (same builder, same budget): the server must return the engine's r
 """
 
 import dataclasses
+import json
 
 import httpx
 import openai
@@ -174,3 +175,72 @@ def test_tabby_refusals(base_url, fields, param):
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param and param in error["message"]
+
+
+@pytest.fixture(scope="module")
+def line_beams_url(checkpoint):
+    flags = ("--device", "cpu", "--dtype", "float32", "--num-threads", "1", "--line-num-beams", "3")
+    with running_server(checkpoint, *flags) as url:
+        yield url
+
+
+TABBY_LINE = {"language": "python", "segments": {"prefix": "x = 1", "suffix": "\n"}}
+OPENAI_LINE = {
+    "prompt": "x = 1",
+    "suffix": "\n",
+    "stop_mode": "line",
+    "max_tokens": 64,
+    "temperature": 0,
+}
+INFILL_LINE = {"input_prefix": "x = 1", "input_suffix": "\n", "stop_mode": "line", "n_predict": 64}
+# The cursor of test_tabby_num_beams_returns_the_best_beam: 3 beams at 0.5 differ from greedy.
+LINE_INPUT = CompletionInput(prefix="x = 1", suffix="\n")
+
+
+def answer(base_url: str, path: str, body: dict) -> str:
+    if body.get("stream"):
+        with httpx.stream("POST", base_url + path, json=body, timeout=60) as response:
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: {")]
+        return "".join(json.loads(event)["choices"][0]["text"] for event in events)
+    reply = httpx.post(base_url + path, json=body, timeout=60).json()
+    return reply["content"] if path == "/infill" else reply["choices"][0]["text"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "language"),
+    [
+        ("/v1/completions", TABBY_LINE | {"stop_mode": "line"}, "python"),
+        ("/v1/completions", OPENAI_LINE, None),
+        ("/infill", INFILL_LINE, None),
+    ],
+)
+def test_line_num_beams_searches_greedy_one_line_requests(
+    base_url, line_beams_url, engine, path, body, language
+):
+    """A server started with --line-num-beams 3 answers a greedy one-line request with the best
+    of 3 beams at length penalty 0.5, where the plain server answers greedily."""
+    prompt = server_prompt(engine, dataclasses.replace(LINE_INPUT, language=language), 64)
+    params = sampling_params(
+        prompt, max_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=[], stop_mode="line"
+    )
+    best_beam = run(engine, prompt, dataclasses.replace(params, num_beams=3, length_penalty=0.5))
+    assert answer(base_url, path, body) != best_beam[0]  # the test can tell the two apart
+    assert answer(line_beams_url, path, body) == best_beam[0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        TABBY_LINE | {"stop_mode": "block"},
+        TABBY_LINE | {"stop_mode": "line", "num_beams": 2},
+        OPENAI_LINE | {"stream": True},
+        OPENAI_LINE | {"temperature": 0.7, "seed": 1},
+        OPENAI_LINE | {"n": 2, "temperature": 0},
+    ],
+)
+def test_line_num_beams_leaves_other_requests_as_they_were(base_url, line_beams_url, body):
+    """Blocks, requests that ask for their own beams or for sampling, several choices and
+    streams are answered as by a server without --line-num-beams."""
+    assert answer(line_beams_url, "/v1/completions", body) == answer(
+        base_url, "/v1/completions", body
+    )

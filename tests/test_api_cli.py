@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.__main__ import build_parser
+from service.__main__ import build_parser, main
 from service.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,3 +58,19 @@ def test_missing_checkpoint_says_what_to_do(tmp_path):
     )
     assert result.returncode != 0
     assert "no config.json" in result.stderr and "Hugging Face" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--line-num-beams", "9"], "between 1 and max_num_beams (8)"),
+        (["--line-num-beams", "0"], "between 1 and max_num_beams (8)"),
+        (["--line-num-beams", "4", "--max-num-beams", "2"], "max_num_beams (2)"),
+    ],
+)
+def test_a_line_beam_search_outside_the_beam_limit_is_refused(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *argv])
+    assert exit_info.value.code == 2  # argparse's usage error, before any model loads
+    error = capsys.readouterr().err
+    assert "line_num_beams is" in error and message in error

@@ -10,7 +10,7 @@ import uuid
 
 from service.api.completion_runner import Completion, Delta, Job
 from service.api.dependencies import Serving
-from service.api.dialects.sampling import check_limits, sampling_params
+from service.api.dialects.sampling import check_limits, sampling_params, with_line_beams
 from service.api.errors import ApiError
 from service.api.schemas import InfillRequest, InfillResponse, InfillTimings
 from service.prompt.builder import CompletionInput
@@ -47,6 +47,8 @@ def job(body: InfillRequest, serving: Serving, session: str | None) -> Job:
     )
     if body.n_indent:  # llama.cpp: stop at the first line indented less than n_indent
         params.stop_rule = block_stop_rule(" " * body.n_indent)
+    if not body.stream:
+        params = with_line_beams(params, serving.settings)
     return Job(
         request_id=f"infill-{uuid.uuid4()}",
         prompt=prompt,

@@ -13,7 +13,12 @@ import uuid
 
 from service.api.completion_runner import Completion, Delta, Job
 from service.api.dependencies import Serving
-from service.api.dialects.sampling import check_limits, sampling_params, with_beams
+from service.api.dialects.sampling import (
+    check_limits,
+    sampling_params,
+    with_beams,
+    with_line_beams,
+)
 from service.api.errors import ApiError
 from service.api.schemas import (
     BEAM_KNOBS,
@@ -57,6 +62,8 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -
                 stop=body.stops,
                 stop_mode=body.stop_mode,
             )
+            if body.n == 1 and not body.stream:
+                params = with_line_beams(params, serving.settings)
             result.append(
                 Job(
                     request_id=f"{completion_id}-{index}",

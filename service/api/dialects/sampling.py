@@ -6,7 +6,7 @@ from service.api.errors import ApiError
 from service.engine import SamplingParams
 from service.prompt.builder import Prompt
 from service.prompt.newlines import to_lf
-from service.semantic.stopping import StopMode, make_stop_rule, on_blank_line
+from service.semantic.stopping import StopMode, make_stop_rule, on_blank_line, stop_at_line_end
 from service.settings import Settings
 
 
@@ -67,3 +67,16 @@ def with_beams(
         return dataclasses.replace(params, num_beams=num_beams, **knobs)
     except ValueError as error:
         raise ApiError(400, str(error), "num_beams") from None
+
+
+def with_line_beams(params: SamplingParams, settings: Settings) -> SamplingParams:
+    """A greedy one-line completion as the server's --line-num-beams search; others unchanged.
+    Only for requests that do not stream: beam search has nothing final before it ends."""
+    one_line = params.stop_rule is stop_at_line_end  # stop mode "line", sent or chosen by "auto"
+    if settings.line_num_beams == 1 or not one_line or not params.greedy or params.beam_search:
+        return params
+    return dataclasses.replace(
+        params,
+        num_beams=settings.line_num_beams,
+        length_penalty=settings.line_length_penalty,
+    )

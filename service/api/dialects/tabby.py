@@ -5,14 +5,21 @@ code-aware stopping ("auto"). Temperature: Tabby's agent sends none and Tabby's 
 at 0.1; we decode greedily at or below 0.1, which is nearly the same distribution's mode and
 makes a keystroke's suggestion deterministic (and so cacheable and reusable across requests).
 Our `num_beams` extension makes the choice the best of a beam search (greedy temperatures only),
-scored with `length_penalty` (ours too; 0.5 unless sent).
+scored with `length_penalty` (ours too; 0.5 unless sent). A server started with
+`--line-num-beams` does so for every greedy one-line request, since Tabby's own clients send
+neither field.
 """
 
 import uuid
 
 from service.api.completion_runner import Completion, Job
 from service.api.dependencies import Serving
-from service.api.dialects.sampling import check_limits, sampling_params, with_beams
+from service.api.dialects.sampling import (
+    check_limits,
+    sampling_params,
+    with_beams,
+    with_line_beams,
+)
 from service.api.errors import ApiError
 from service.api.schemas import (
     TabbyChoice,
@@ -80,6 +87,7 @@ def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | No
         params = with_beams(
             params, serving.settings, body.num_beams, length_penalty=body.length_penalty
         )
+    params = with_line_beams(params, serving.settings)
     return Job(
         request_id=f"cmpl-{uuid.uuid4()}",
         prompt=prompt,
