@@ -1,12 +1,14 @@
 """Keystroke latency of the decodings an editor request can ask for: greedy vs beam search.
 
     .venv/bin/python -m benchmarks.bench_decoding [--model checkpoints/default] [--contexts 30]
+        [--kv-cache-mb 1024]
 
 The engine in this process as the server runs it (its default dtype, prompt window and stop
 rules), one request at a time, on held-out-like code: standard-library files, the cursor at the
 start of a code line (after its indentation, as in `python -m training evaluate`), the rest of the
 file as suffix. Each file's context is cached first, as an editor session's is after its first
-keystroke; each decoding then completes the file one character further along the line than the
+keystroke (the KV cache is sized to keep all of them: an evicted
+context would be a cold prefill, not a keystroke); each decoding then completes the file one character further along the line than the
 decoding before it, so no request finds another's answer cached. Two stop modes: "line" (the rest
 of the line, what the single-line evaluation scores) and "auto" (Tabby's default: a block).
 Prints median and p90 ms and the ratio of medians to greedy, and writes the table into
@@ -50,8 +52,10 @@ def cursors(count: int, min_target_chars: int) -> list[Example]:
 
 
 class Keystrokes:
-    def __init__(self, model: Path, threads: int, settings: Settings):
-        config = EngineConfig(model, dtype=settings.resolved_dtype, num_threads=threads)
+    def __init__(self, model: Path, threads: int, settings: Settings, kv_cache_mb: int):
+        config = EngineConfig(
+            model, dtype=settings.resolved_dtype, num_threads=threads, kv_cache_mb=kv_cache_mb
+        )
         self.engine = LLMEngine(config)
         budget = Budget(settings.prefix_tokens, settings.suffix_tokens, 0)
         self.builder = PromptBuilder(
@@ -127,10 +131,17 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--contexts", type=int, default=30)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--kv-cache-mb",
+        type=int,
+        default=1024,
+        help="room for every context (the server's default 256 MB holds about 17 of the shipped "
+        "model's 1,280-token windows, 30 of them would evict each other)",
+    )
     parser.add_argument("--no-doc", dest="doc", action="store_false", help="do not write the docs")
     args = parser.parse_args()
     settings = Settings()
-    keystrokes = Keystrokes(args.model, args.threads, settings)
+    keystrokes = Keystrokes(args.model, args.threads, settings, args.kv_cache_mb)
     examples = cursors(args.contexts, min_target_chars=2 * len(DECODINGS))
     rows = measure(keystrokes, examples)
     text = table(rows, args.model, settings.resolved_dtype, args.threads, args.contexts)
