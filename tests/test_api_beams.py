@@ -124,19 +124,36 @@ def test_code_aware_stopping_and_stop_strings_apply_to_every_beam(base_url):
     assert len(choices) > 1 and all("\n" not in c["text"] for c in choices)
 
 
-@pytest.mark.parametrize(("sent", "length_penalty"), [({}, 0.5), ({"length_penalty": 1.0}, 1.0)])
-def test_tabby_num_beams_returns_the_best_beam(base_url, engine, sent, length_penalty):
-    # "line" ends beams at different lengths: here 0.5 picks a 3-character beam, 1.0 a long one
-    segments = {"prefix": "x = 1", "suffix": "\n"}
-    body = {"language": "python", "segments": segments, "stop_mode": "line", "num_beams": 3}
-    response = httpx.post(f"{base_url}/v1/completions", json=body | sent, timeout=60).json()
-    request = CompletionInput(prefix="x = 1", suffix="\n", language="python")
-    prompt = server_prompt(engine, request, 64)
+# A cursor where "line" ends beams at different lengths: 3 beams at 0.5 pick a 3-character
+# beam, at 1.0 a long one, and both differ from the greedy line.
+TABBY_LINE = {"language": "python", "segments": {"prefix": "x = 1", "suffix": "\n"}}
+OPENAI_LINE = {
+    "prompt": "x = 1",
+    "suffix": "\n",
+    "stop_mode": "line",
+    "max_tokens": 64,
+    "temperature": 0,
+}
+INFILL_LINE = {"input_prefix": "x = 1", "input_suffix": "\n", "stop_mode": "line", "n_predict": 64}
+LINE_INPUT = CompletionInput(prefix="x = 1", suffix="\n")
+
+
+def best_line_beam(engine: LLMEngine, language: str | None, length_penalty: float) -> str:
+    """The engine's best of 3 beams on the server's prompt for LINE_INPUT, stop mode "line"."""
+    prompt = server_prompt(engine, dataclasses.replace(LINE_INPUT, language=language), 64)
     greedy = sampling_params(
         prompt, max_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=[], stop_mode="line"
     )
     params = dataclasses.replace(greedy, num_beams=3, length_penalty=length_penalty)
-    assert response["choices"] == [{"index": 0, "text": run(engine, prompt, params)[0]}]
+    return run(engine, prompt, params)[0]
+
+
+@pytest.mark.parametrize(("sent", "length_penalty"), [({}, 0.5), ({"length_penalty": 1.0}, 1.0)])
+def test_tabby_num_beams_returns_the_best_beam(base_url, engine, sent, length_penalty):
+    body = TABBY_LINE | {"stop_mode": "line", "num_beams": 3} | sent
+    response = httpx.post(f"{base_url}/v1/completions", json=body, timeout=60).json()
+    expected = best_line_beam(engine, "python", length_penalty)
+    assert response["choices"] == [{"index": 0, "text": expected}]
 
 
 @pytest.mark.parametrize(
@@ -184,19 +201,6 @@ def line_beams_url(checkpoint):
         yield url
 
 
-TABBY_LINE = {"language": "python", "segments": {"prefix": "x = 1", "suffix": "\n"}}
-OPENAI_LINE = {
-    "prompt": "x = 1",
-    "suffix": "\n",
-    "stop_mode": "line",
-    "max_tokens": 64,
-    "temperature": 0,
-}
-INFILL_LINE = {"input_prefix": "x = 1", "input_suffix": "\n", "stop_mode": "line", "n_predict": 64}
-# The cursor of test_tabby_num_beams_returns_the_best_beam: 3 beams at 0.5 differ from greedy.
-LINE_INPUT = CompletionInput(prefix="x = 1", suffix="\n")
-
-
 def answer(base_url: str, path: str, body: dict) -> str:
     if body.get("stream"):
         with httpx.stream("POST", base_url + path, json=body, timeout=60) as response:
@@ -219,13 +223,9 @@ def test_line_num_beams_searches_greedy_one_line_requests(
 ):
     """A server started with --line-num-beams 3 answers a greedy one-line request with the best
     of 3 beams at length penalty 0.5, where the plain server answers greedily."""
-    prompt = server_prompt(engine, dataclasses.replace(LINE_INPUT, language=language), 64)
-    params = sampling_params(
-        prompt, max_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=[], stop_mode="line"
-    )
-    best_beam = run(engine, prompt, dataclasses.replace(params, num_beams=3, length_penalty=0.5))
-    assert answer(base_url, path, body) != best_beam[0]  # the test can tell the two apart
-    assert answer(line_beams_url, path, body) == best_beam[0]
+    best_beam = best_line_beam(engine, language, 0.5)
+    assert answer(base_url, path, body) != best_beam  # the test can tell the two apart
+    assert answer(line_beams_url, path, body) == best_beam
 
 
 @pytest.mark.parametrize(
