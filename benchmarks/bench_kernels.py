@@ -24,11 +24,11 @@ if not torch.cuda.is_available():
     os.environ["TRITON_INTERPRET"] = "1"  # before triton is imported
 
 import torch.nn.functional as F  # noqa: E402
+from completion_kernels.beam_step import beam_step_reference  # noqa: E402
+from completion_kernels.paged_attention import paged_attention_reference  # noqa: E402
+from completion_kernels.triton_beam_step import beam_step_triton  # noqa: E402
+from completion_kernels.triton_paged_attention import paged_attention_triton  # noqa: E402
 from tqdm import tqdm  # noqa: E402
-
-from kernels.beam_step import beam_step_reference, beam_step_triton  # noqa: E402
-from kernels.paged_attention import paged_attention_reference  # noqa: E402
-from kernels.triton_paged_attention import paged_attention_triton  # noqa: E402
 
 LAYOUTS = {"MHA 32/32": (32, 32), "GQA 32/8": (32, 8), "MQA 48/1": (48, 1)}
 BLOCK_SIZE = 16

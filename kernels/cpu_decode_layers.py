@@ -10,11 +10,10 @@ whose projections are packed for our kernel; any other step runs the Python laye
 """
 
 import torch
+from completion_kernels.cpu_extension import cpu_kernels
+from completion_kernels.cpu_linear import PackedLinear
+from completion_kernels.dispatch import use_cpu_kernel
 from torch import nn
-
-from kernels.cpu_extension import cpu_kernels
-from kernels.cpu_linear import PackedLinear
-from kernels.dispatch import use_cpu_kernel
 
 EMPTY = torch.empty(0)
 

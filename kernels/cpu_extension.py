@@ -113,6 +113,6 @@ def bf16_kernels():
     return kernels if kernels is not None and kernels.linear_kernel_available() else None
 
 
-if __name__ == "__main__":  # `python -m kernels.cpu_extension`: build now (images, CI)
+if __name__ == "__main__":  # `python -m completion_kernels.cpu_extension`: build now (images, CI)
     logging.basicConfig(level=logging.INFO)
     raise SystemExit(0 if cpu_kernels() is not None else 1)

@@ -13,9 +13,8 @@ Both accumulate in fp32 and round to bf16 once: `linear_reference` is what they 
 
 import torch
 import torch.nn.functional as F
+from completion_kernels.cpu_extension import bf16_kernels
 from torch import nn
-
-from kernels.cpu_extension import bf16_kernels
 
 
 def linear_reference(

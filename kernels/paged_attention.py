@@ -7,8 +7,7 @@ block table lists its blocks in order, so token t of sequence i lives in block
 
 import torch
 import torch.nn.functional as F
-
-from kernels.dispatch import use_cpu_kernel, use_triton
+from completion_kernels.dispatch import use_cpu_kernel, use_triton
 
 
 def store_kv_reference(
@@ -80,11 +79,11 @@ def attend_last(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float)
 
 def store_kv(key, value, k_cache, v_cache, slot_mapping) -> None:
     if use_triton(key):
-        from kernels.triton_paged_attention import store_kv_triton
+        from completion_kernels.triton_paged_attention import store_kv_triton
 
         return store_kv_triton(key, value, k_cache, v_cache, slot_mapping)
     if use_cpu_kernel(key):
-        from kernels.cpu_paged_attention import store_kv_cpu
+        from completion_kernels.cpu_paged_attention import store_kv_cpu
 
         return store_kv_cpu(key, value, k_cache, v_cache, slot_mapping)
     return store_kv_reference(key, value, k_cache, v_cache, slot_mapping)
@@ -94,13 +93,13 @@ def paged_attention(q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, s
     """`plan`: the CPU kernel's plan when the caller made it once for all layers
     (`plan_sequences`); the other implementations ignore it."""
     if use_triton(q):
-        from kernels.triton_paged_attention import paged_attention_triton
+        from completion_kernels.triton_paged_attention import paged_attention_triton
 
         return paged_attention_triton(
             q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale
         )
     if use_cpu_kernel(q):
-        from kernels.cpu_paged_attention import paged_attention_cpu
+        from completion_kernels.cpu_paged_attention import paged_attention_cpu
 
         return paged_attention_cpu(
             q, k_cache, v_cache, block_tables, seq_lens, cu_seqlens_q, scale, plan

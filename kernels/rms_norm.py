@@ -3,9 +3,8 @@ compiled kernel (`csrc/rms_norm.cpp`) doing the same in one call."""
 
 import torch
 import torch.nn.functional as F
-
-from kernels.cpu_extension import cpu_kernels
-from kernels.dispatch import use_cpu_kernel
+from completion_kernels.cpu_extension import cpu_kernels
+from completion_kernels.dispatch import use_cpu_kernel
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

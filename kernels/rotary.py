@@ -2,9 +2,8 @@
 compiled kernel (`csrc/rotary_embedding.cpp`) that rotates q and k in place in one call."""
 
 import torch
-
-from kernels.cpu_extension import cpu_kernels
-from kernels.dispatch import use_cpu_kernel
+from completion_kernels.cpu_extension import cpu_kernels
+from completion_kernels.dispatch import use_cpu_kernel
 
 
 def apply_rope_reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Paged attention in Triton: the kernels behind `kernels.paged_attention` on CUDA.
+"""Paged attention in Triton: the kernels behind `completion_kernels.paged_attention` on CUDA.
 
 Two paths, chosen per sequence by its own query count so a sequence's result never depends on
 what else shares its batch:

@@ -14,7 +14,7 @@ if not torch.cuda.is_available():
 def cpu_kernels_built():
     """Build the C++ CPU kernels once up front (≈12 s the first time on a machine), not inside
     the start-up of the first test server that needs them."""
-    from kernels.cpu_extension import cpu_kernels
+    from completion_kernels.cpu_extension import cpu_kernels
 
     cpu_kernels()
 

@@ -5,10 +5,10 @@ written here, since `transformers` 5 no longer has it; token healing's forced pr
 
 import pytest
 import torch
+from completion_kernels.beam_step import unpack_allowed
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
-from kernels.beam_step import unpack_allowed
 from service.engine import EngineConfig, LLMEngine, SamplingParams
 from service.engine.output_processor import OutputProcessor
 from tests.test_engine import run_to_completion

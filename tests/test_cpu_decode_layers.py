@@ -4,10 +4,10 @@ states and the caches they leave must be the same, bit for bit."""
 
 import pytest
 import torch
+from completion_kernels.cpu_decode_layers import fusable, gpt2_decode_layers, llama_decode_layers
+from completion_kernels.cpu_extension import bf16_kernels
+from completion_kernels.rotary import rope_tables
 
-from kernels.cpu_decode_layers import fusable, gpt2_decode_layers, llama_decode_layers
-from kernels.cpu_extension import bf16_kernels
-from kernels.rotary import rope_tables
 from service.engine import EngineConfig, LLMEngine, SamplingParams
 from tests.tiny_checkpoints import build_checkpoint
 

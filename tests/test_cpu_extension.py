@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kernels.cpu_extension import build_directory, cpu_kernels, library_name
+from completion_kernels.cpu_extension import build_directory, cpu_kernels, library_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,6 +21,8 @@ def test_a_killed_build_does_not_make_later_loads_wait_forever(tmp_path, monkeyp
     shutil.copytree(built, left, ignore=shutil.ignore_patterns("*lock"))
     (left / "lock").touch()  # what a build killed between torch's lock and unlock leaves
 
-    done = subprocess.run([sys.executable, "-m", "kernels.cpu_extension"], cwd=ROOT, timeout=240)
+    done = subprocess.run(
+        [sys.executable, "-m", "completion_kernels.cpu_extension"], cwd=ROOT, timeout=240
+    )
     assert done.returncode == 0
     assert not (left / "lock").exists()

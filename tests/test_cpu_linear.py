@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from completion_kernels.cpu_extension import bf16_kernels
+from completion_kernels.cpu_linear import PackedLinear, can_pack, linear_reference, pack_linears
 from torch import nn
 from transformers import GPT2Config
 
-from kernels.cpu_extension import bf16_kernels
-from kernels.cpu_linear import PackedLinear, can_pack, linear_reference, pack_linears
 from service.models.gpt2 import GPT2
 
 # Sums in another order may round to the neighbouring bf16 value now and then.

@@ -2,12 +2,11 @@
 attention over head-major runs), vs the gather reference, on fresh random caches whose block
 tables mix runs of consecutive blocks with scattered ones."""
 
+import completion_kernels.cpu_paged_attention as cpu_attention
 import pytest
 import torch
-
-import kernels.cpu_paged_attention as cpu_attention
-from kernels.cpu_extension import bf16_kernels, cpu_kernels
-from kernels.cpu_paged_attention import (
+from completion_kernels.cpu_extension import bf16_kernels, cpu_kernels
+from completion_kernels.cpu_paged_attention import (
     MAX_QUERIES_IN_PLACE,
     MAX_QUERIES_IN_PLACE_BF16,
     block_runs,
@@ -17,7 +16,7 @@ from kernels.cpu_paged_attention import (
     plan_sequences,
     store_kv_cpu,
 )
-from kernels.paged_attention import paged_attention_reference, store_kv_reference
+from completion_kernels.paged_attention import paged_attention_reference, store_kv_reference
 
 BLOCK_SIZE = 16
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}

@@ -3,9 +3,8 @@ interpreter on CPU (tests/conftest.py sets TRITON_INTERPRET=1 there)."""
 
 import pytest
 import torch
-
-from kernels import triton_paged_attention as tpa
-from kernels.paged_attention import paged_attention_reference, store_kv_reference
+from completion_kernels import triton_paged_attention as tpa
+from completion_kernels.paged_attention import paged_attention_reference, store_kv_reference
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 BLOCK_SIZE = 16

@@ -3,8 +3,8 @@ CPU (tests/conftest.py sets TRITON_INTERPRET=1 there)."""
 
 import pytest
 import torch
-
-from kernels import beam_step as bs
+from completion_kernels import beam_step as bs
+from completion_kernels import triton_beam_step as tbs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -12,7 +12,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 def beam_step_triton(logits, beam_scores, allowed, num_beams):
     """The kernel on DEVICE; its (parents, tokens, scores) back on the CPU beside the reference."""
     moved = [None if t is None else t.to(DEVICE) for t in (logits, beam_scores, allowed)]
-    return tuple(t.cpu() for t in bs.beam_step_triton(*moved, num_beams))
+    return tuple(t.cpu() for t in tbs.beam_step_triton(*moved, num_beams))
 
 
 def _pack(allowed: torch.Tensor) -> torch.Tensor:
@@ -48,7 +48,7 @@ def _check(logits, beam_scores, allowed, num_beams):
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """Interpreter-sized vocab chunks, so small vocabularies still span several chunks."""
-    monkeypatch.setattr(bs, "VOCAB_CHUNK", 256)
+    monkeypatch.setattr(tbs, "VOCAB_CHUNK", 256)
 
 
 @pytest.mark.parametrize(("num_beams", "vocab"), [(1, 100), (2, 1000), (4, 777), (8, 1500)])
@@ -105,7 +105,7 @@ def test_ties_prefer_lower_parent_then_token():
 
 def test_real_vocab_size_with_default_chunks(monkeypatch):
     """GPT-2's 50,257 tokens at the production chunk size, with a fp16 logits input."""
-    monkeypatch.setattr(bs, "VOCAB_CHUNK", 4096)
+    monkeypatch.setattr(tbs, "VOCAB_CHUNK", 4096)
     logits, beam_scores, allowed = _case(2, 2, 50257, seed=4, mask_density=0.3)
     _check(logits.half(), beam_scores, allowed, 2)
 

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import triton
+from completion_kernels import triton_beam_step as tbs
+from completion_kernels import triton_paged_attention as tpa
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-
-from kernels import beam_step as bs
-from kernels import triton_paged_attention as tpa
 
 POINTERS = {
     "block_tables_ptr": "*i32",
@@ -44,8 +43,8 @@ CASES = [
     (tpa._decode_segment_kernel, {"GROUP": 8, "BLOCK_M": 16, "SEGMENT": 512, "FP32_MATH": False, **ATTENTION}),
     (tpa._decode_merge_kernel, {"SEGMENT": 512, "HEAD_DIM": 128, "D_PAD": 128}),
     (tpa._store_kv_kernel, {"NUM_KV_HEADS": 2, "HEAD_DIM": 64, "H_PAD": 2, "D_PAD": 64, "BLOCK_SIZE": 16}),
-    (bs._chunk_kernel, {"HAS_MASK": True, "CHUNK": 4096, "NUM_CAND": 16}),
-    (bs._merge_kernel, {"NUM_BEAMS": 8, "NUM_CAND": 16, "BEAMS_PAD": 8, "CHUNKS_PAD": 16, "CANDS_PAD": 256}),
+    (tbs._chunk_kernel, {"HAS_MASK": True, "CHUNK": 4096, "NUM_CAND": 16}),
+    (tbs._merge_kernel, {"NUM_BEAMS": 8, "NUM_CAND": 16, "BEAMS_PAD": 8, "CHUNKS_PAD": 16, "CANDS_PAD": 256}),
 ]  # fmt: skip
 
 

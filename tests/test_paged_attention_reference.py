@@ -4,8 +4,7 @@ causal attention, whether a sequence's blocks are adjacent in the cache or scatt
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kernels.paged_attention import paged_attention_reference
+from completion_kernels.paged_attention import paged_attention_reference
 
 BLOCK, H, H_KV, D = 4, 4, 2, 8
 

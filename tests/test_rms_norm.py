@@ -3,10 +3,9 @@ inputs; and the paths that must take the reference."""
 
 import pytest
 import torch
+from completion_kernels.cpu_extension import cpu_kernels
+from completion_kernels.rms_norm import rms_norm, rms_norm_reference
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-from kernels.cpu_extension import cpu_kernels
-from kernels.rms_norm import rms_norm, rms_norm_reference
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -3,9 +3,8 @@ fused projection as the Llama model passes them."""
 
 import pytest
 import torch
-
-from kernels.cpu_extension import cpu_kernels
-from kernels.rotary import apply_rope, apply_rope_reference
+from completion_kernels.cpu_extension import cpu_kernels
+from completion_kernels.rotary import apply_rope, apply_rope_reference
 
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 

@@ -1,7 +1,7 @@
 """Beam search in the engine: a request's K beams are K sequences sharing their prefix KV blocks.
 
 A request with `num_beams=K` starts as one sequence, so its prompt is prefilled once. At each step,
-once every live beam of the request has its next-token logits, `kernels.beam_step` returns the
+once every live beam of the request has its next-token logits, `completion_kernels.beam_step` returns the
 2K best (parent beam, token) continuations. In rank order, a continuation that ends its beam (EOS,
 a stop string, the stop rule or the length limit) becomes a finished hypothesis if it ranks among
 the first K; the others become the next live beams until there are K. A parent chosen more than
@@ -31,8 +31,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import torch
+from completion_kernels.beam_step import beam_step, pack_allowed
 
-from kernels.beam_step import beam_step, pack_allowed
 from service.engine.block_manager import BlockManager
 from service.engine.model_runner import ModelRunner
 from service.engine.next_tokens import NextTokens

@@ -3,11 +3,11 @@
 import os
 
 import torch
+from completion_kernels.cpu_extension import cpu_kernels
+from completion_kernels.cpu_linear import can_pack, pack_linears
+from completion_kernels.cpu_paged_attention import max_queries_in_place, plan_sequences
+from completion_kernels.dispatch import use_cpu_kernel, use_triton
 
-from kernels.cpu_extension import cpu_kernels
-from kernels.cpu_linear import can_pack, pack_linears
-from kernels.cpu_paged_attention import max_queries_in_place, plan_sequences
-from kernels.dispatch import use_cpu_kernel, use_triton
 from service.engine.config import EngineConfig
 from service.engine.cuda_graphs import DecodeGraphs
 from service.engine.scheduler import ScheduledChunk

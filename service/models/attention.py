@@ -10,10 +10,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from completion_kernels.cpu_paged_attention import CpuAttentionPlan
+from completion_kernels.paged_attention import paged_attention, store_kv
 from torch import nn
-
-from kernels.cpu_paged_attention import CpuAttentionPlan
-from kernels.paged_attention import paged_attention, store_kv
 
 
 @dataclass
@@ -26,7 +25,7 @@ class AttentionMetadata:
     cu_seqlens_q: [B + 1] int32, sequence i owns query tokens cu_seqlens_q[i]:cu_seqlens_q[i+1].
     max_seqlen_q: the largest number of query tokens of one sequence in this step.
     cpu_plan: which CPU path attends each sequence, made once a step for every layer
-        (`kernels.cpu_paged_attention.plan_sequences`); None where another kernel runs.
+        (`completion_kernels.cpu_paged_attention.plan_sequences`); None where another kernel runs.
     """
 
     slot_mapping: torch.Tensor

@@ -17,10 +17,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from completion_kernels.cpu_decode_layers import fusable, gpt2_decode_layers, gpt2_layer_weights
 from torch import nn
 from transformers import GPT2Config
 
-from kernels.cpu_decode_layers import fusable, gpt2_decode_layers, gpt2_layer_weights
 from service.models.attention import AttentionMetadata, PagedAttention
 
 # Hugging Face parameter suffixes stored as Conv1D, i.e. transposed relative to nn.Linear.

@@ -9,13 +9,13 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from completion_kernels.cpu_decode_layers import fusable, llama_decode_layers, llama_layer_weights
+from completion_kernels.rms_norm import rms_norm
+from completion_kernels.rotary import apply_rope, rope_tables
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from kernels.cpu_decode_layers import fusable, llama_decode_layers, llama_layer_weights
-from kernels.rms_norm import rms_norm
-from kernels.rotary import apply_rope, rope_tables
 from service.models.attention import AttentionMetadata, PagedAttention
 
 # Our fused projection -> the Hugging Face projections it concatenates, in order.
