@@ -13,7 +13,7 @@ from service.api.errors import install_error_handlers
 from service.cache import make_suggestion_cache
 from service.cache.keys import model_revision
 from service.engine import AsyncEngine, EngineConfig
-from service.middleware.auth import TokenAuth, require_tenant
+from service.middleware.auth import Authenticate, TokenAuth, require_tenant
 from service.middleware.rate_limit import RateLimiter, enforce_rate_limit
 from service.middleware.request_id import RequestContextMiddleware
 from service.middleware.request_scrubbing import ScrubRequestBody
@@ -111,6 +111,17 @@ def create_app(settings: Settings) -> FastAPI:
     sensitive = SensitiveFiles(tuple(g for g in settings.sensitive_files.split(",") if g))
     app.add_middleware(ScrubRequestBody, sensitive_files=sensitive)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
+    # Outside the size limit and scrubbing: no body is read before its token is checked.
+    app.add_middleware(
+        Authenticate,
+        auth=app.state.auth,
+        public_paths=app.state.public_paths,
+        failure_limiter=RateLimiter(
+            settings.auth_failures_per_minute / 60, settings.auth_failures_per_minute
+        )
+        if settings.auth_failures_per_minute > 0
+        else None,
+    )
     app.add_middleware(metrics.HttpLatency)
     app.add_middleware(RequestContextMiddleware)
     return app

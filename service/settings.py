@@ -52,9 +52,16 @@ class Settings:
         "comma-separated paths that need no token when auth is on ('' protects all)",
     )
     rate_limit_per_s: float = setting(
-        0.0, "requests a second allowed per token, in bursts of --rate-limit-burst (0: no limit)"
+        0.0,
+        "requests a second allowed per tenant (per client address without auth), in bursts of "
+        "--rate-limit-burst (0: no limit)",
     )
     rate_limit_burst: int = setting(20, "requests a token may send at once before the rate applies")
+    auth_failures_per_minute: int = setting(
+        30,
+        "requests with a missing or invalid token one client address may send a minute (all at "
+        "once, at most), past which its requests get 429 whatever token they carry; 0: no limit",
+    )
     cache_ttl_s: float = setting(300.0, "seconds a cached suggestion lives")
     cache_max_entries: int = setting(10_000, "entries of the in-process cache (without Redis)")
     sensitive_files: str = setting(

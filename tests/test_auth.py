@@ -1,24 +1,31 @@
 """Auth, rate limits, request ids, request scrubbing and JSON access logs, on a small app
 built from the same middleware and dependencies the service uses."""
 
+import asyncio
 import io
 import json
 import logging
+import os
 import random
+import signal
 
 import pytest
 from fastapi import Depends, FastAPI, Request
 from fastapi.testclient import TestClient
 
 from service.logging_setup import JsonFormatter
-from service.middleware.auth import TokenAuth, load_tokens, require_tenant
+from service.middleware.auth import Authenticate, TokenAuth, load_tokens, require_tenant
 from service.middleware.rate_limit import RateLimiter, enforce_rate_limit
 from service.middleware.request_id import RequestContextMiddleware
 from service.middleware.request_scrubbing import ScrubRequestBody
 from tests.secret_corpus import planted_secrets
 
 
-def make_app(auth: TokenAuth | None, limiter: RateLimiter | None = None) -> FastAPI:
+def make_app(
+    auth: TokenAuth | None,
+    limiter: RateLimiter | None = None,
+    failure_limiter: RateLimiter | None = None,
+) -> FastAPI:
     app = FastAPI()
     app.state.auth = auth
     app.state.rate_limiter = limiter
@@ -33,6 +40,7 @@ def make_app(auth: TokenAuth | None, limiter: RateLimiter | None = None) -> Fast
         }
 
     app.add_middleware(ScrubRequestBody)
+    app.add_middleware(Authenticate, auth=auth, failure_limiter=failure_limiter)
     app.add_middleware(RequestContextMiddleware)
     return app
 
@@ -80,6 +88,10 @@ def test_bearer_auth(tokens_file):
     for token, tenant in (("tok-alpha-123", "alpha"), ("tok-beta-456", "beta")):
         response = client.post("/echo", json={}, headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200 and response.json()["tenant"] == tenant
+    # The scheme in any case, any blanks around the parts (RFC 7235).
+    for header in ("bearer tok-alpha-123", "BEARER  tok-alpha-123 ", "Bearer\ttok-alpha-123"):
+        response = client.post("/echo", json={}, headers={"Authorization": header})
+        assert response.status_code == 200 and response.json()["tenant"] == "alpha", header
     # Auth off: everyone is the anonymous tenant.
     assert TestClient(make_app(None)).post("/echo", json={}).json()["tenant"] == "anonymous"
 
@@ -99,6 +111,94 @@ def test_rate_limit_per_token(tokens_file):
     assert limited.status_code == 429 and 1 <= int(limited.headers["retry-after"]) <= 2
     beta = {"Authorization": "Bearer tok-beta-456"}
     assert client.post("/echo", json={}, headers=beta).status_code == 200
+
+
+def test_rate_limit_is_per_tenant_however_the_header_is_spelled(tokens_file):
+    client = TestClient(make_app(TokenAuth.from_file(tokens_file), RateLimiter(0.01, burst=3)))
+    spellings = ["Bearer tok-alpha-123", "bearer tok-alpha-123", "BEARER tok-alpha-123"]
+    spellings += ["Bearer  tok-alpha-123", "Bearer tok-alpha-123 "]
+    codes = [
+        client.post("/echo", json={}, headers={"Authorization": h}).status_code for h in spellings
+    ]
+    assert codes == [200, 200, 200, 429, 429]
+
+
+def test_failed_token_checks_are_limited_per_client_address(tokens_file):
+    """Past its failures' budget an address gets 429 whatever token it sends, so guessing is
+    slow; the budget refills with time."""
+    failures = RateLimiter(rate_per_s=0.01, burst=3)
+    client = TestClient(make_app(TokenAuth.from_file(tokens_file), failure_limiter=failures))
+    guesses = [f"Bearer guess-{i}" for i in range(5)]
+    codes = [
+        client.post("/echo", json={}, headers={"Authorization": g}).status_code for g in guesses
+    ]
+    assert codes == [401, 401, 401, 429, 429]
+    locked = client.post("/echo", json={}, headers={"Authorization": "Bearer tok-alpha-123"})
+    assert locked.status_code == 429 and int(locked.headers["retry-after"]) >= 1
+    assert "invalid token" in locked.json()["error"]["message"]
+    assert failures.wait_s("testclient", now=10**9) == 0.0  # refilled, later
+
+
+def test_an_unauthenticated_body_is_never_read(tokens_file):
+    """401 from the headers alone: the app never asks the server for the body."""
+    app = make_app(TokenAuth.from_file(tokens_file))
+    sent: list[dict] = []
+    reads = 0
+
+    async def receive():
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b'{"a": 1}', "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/echo",
+        "raw_path": b"/echo",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"1000000")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401 and reads == 0
+
+
+def test_a_revoked_token_is_refused_without_a_restart(tokens_file):
+    client = TestClient(make_app(TokenAuth.from_file(tokens_file)))
+    alpha = {"Authorization": "Bearer tok-alpha-123"}
+    assert client.post("/echo", json={}, headers=alpha).status_code == 200
+    tokens_file.write_text("tok-beta-456 beta\n")  # alpha revoked
+    assert client.post("/echo", json={}, headers=alpha).status_code == 401
+    tokens_file.write_text("tok-beta-456 beta\nbroken line with three\n")
+    beta = {"Authorization": "Bearer tok-beta-456"}
+    assert client.post("/echo", json={}, headers=beta).status_code == 200  # kept, logged
+
+
+def test_sighup_reloads_the_tokens_file(tokens_file):
+    """SIGHUP alone (the file's size, time and inode unchanged) reloads it."""
+    auth = TokenAuth.from_file(tokens_file)
+    before = os.stat(tokens_file)
+    tokens_file.write_text(tokens_file.read_text().replace("tok-alpha-123", "tok-gamma-123"))
+    os.utime(tokens_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert auth.tenant("Bearer tok-alpha-123") == "alpha"  # no change seen by stat
+
+    async def hang_up() -> None:
+        auth.reload_on_sighup()
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.1)
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    asyncio.run(hang_up())
+    assert auth.tenant("Bearer tok-alpha-123") is None
+    assert auth.tenant("Bearer tok-gamma-123") == "alpha"
 
 
 def test_body_scrubbed_before_the_handler_and_logs_are_json(logs):

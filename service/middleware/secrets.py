@@ -246,7 +246,7 @@ class ScrubBudget:
     characters it has scrubbed. Each attempt reads a bounded stretch of text, so this bounds
     the scrub time of a request by a constant per character."""
 
-    base: int = 4096
+    base: int = 1024
     chars_per_attempt: int = 8
     earned: float = 0.0
     spent: int = 0
@@ -290,11 +290,14 @@ _NAME_LIKE = re.compile(
     r"[A-Za-z_]+(?:\.[A-Za-z_]+)+|_*[a-z0-9]+(?:[-_][a-z0-9]+)*|_*[A-Z0-9]+(?:[-_][A-Z0-9]+)*"
 )
 # A value without digits whose letters split into words (CamelCase, Title-Case) of 3+ letters.
+_DIGIT = re.compile(r"\d")
+_LONGEST_WORDS = 256
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+")
 
 
 def _looks_like_words(value: str) -> bool:
-    if any(c.isdigit() for c in value):
+    # Longer values are not a name or a phrase someone typed: a secret, or junk to replace.
+    if len(value) > _LONGEST_WORDS or _DIGIT.search(value):
         return False
     words = _WORD.findall(value)
     return all(len(w) >= 3 for w in words) and len("".join(words)) >= len(value) * 0.8
