@@ -77,7 +77,7 @@ def _log_thread_crash(args: threading.ExceptHookArgs) -> None:
     )
 
 
-def _log_unraisable(args: "sys.UnraisableHookArgs") -> None:
+def _log_unraisable(args: Any) -> None:  # sys.UnraisableHookArgs, not importable by name
     crash_logger.error(
         "%s: %r",
         args.err_msg or "exception ignored",
