@@ -225,3 +225,51 @@ def test_a_suggestion_that_is_a_secret_is_redacted(tmp_path):
         assert chunks and leaked[:8] not in streamed and "<SECRET_1>" in streamed
         log = (model.parent / f"server-{url.rsplit(':', 1)[1]}.log").read_text()
         assert leaked[:16] not in log
+
+
+def cut_at_the_cursor(line: str, secret: str) -> tuple[str, str]:
+    """The code before and after a cursor placed in the middle of the secret."""
+    at = line.index(secret) + len(secret) // 2
+    return "import os\n" + line[:at], line[at:] + "\nprint(1)\n"
+
+
+def test_secrets_cut_by_the_cursor_never_reach_the_model(stack):
+    """Every family, cut in two by the cursor, in every dialect (streamed too): neither half
+    is in the prompt the model saw (Tabby's return_prompt), the log or Redis."""
+    url, redis, log_path = stack
+    planted = planted_secrets(random.Random(5))
+    halves = [
+        h for p in planted for h in (p.secret[: len(p.secret) // 2], p.secret[len(p.secret) // 2 :])
+    ]
+    seen = []
+    for p in planted:
+        before, after = cut_at_the_cursor(p.line, p.secret)
+        tabby_body = {
+            "language": "python",
+            "segments": {"prefix": before, "suffix": after},
+            "debug_options": {"return_prompt": True},
+        }
+        response = httpx.post(f"{url}/v1/completions", json=tabby_body, headers=ALPHA, timeout=30)
+        assert response.status_code == 200, response.text
+        seen.append(response.json()["debug_data"]["prompt"])
+        for body, path in (
+            ({"prompt": before, "suffix": after, "max_tokens": 4}, "/v1/completions"),
+            (
+                {"prompt": before, "suffix": after, "max_tokens": 4, "stream": True},
+                "/v1/completions",
+            ),
+            ({"input_prefix": before, "input_suffix": after, "n_predict": 4}, "/infill"),
+        ):
+            response = httpx.post(f"{url}{path}", json=body, headers=ALPHA, timeout=30)
+            assert response.status_code == 200, response.text
+            seen.append(response.text)
+    assert all("<SECRET_1>" in prompt for prompt in seen[::4])
+    client = redis.client()
+    seen += [(k + (client.get(k) or b"")).decode("utf-8", "replace") for k in client.keys("*")]
+    time.sleep(0.5)  # let the server flush its last log lines
+    seen.append(log_path.read_text())
+    text = "\n".join(seen)
+    for half in halves:
+        assert half not in text, (
+            "half a secret cut by the cursor reached the model, Redis or the log"
+        )

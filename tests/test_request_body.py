@@ -109,6 +109,7 @@ def test_deep_nesting_is_refused_with_400(client, depth):
 
 def test_invalid_json_is_refused_with_its_position(client):
     refused(post(client, b'{"prompt": '), 400, "not valid JSON", "line 1")
+    refused(post(client, b'{"seed": 1' + b"0" * 5000 + b"}"), 400, "4300 digits")
 
 
 def cut_in_two(secret: str) -> tuple[str, str]:

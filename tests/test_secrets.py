@@ -118,11 +118,18 @@ def test_sensitive_files():
         "C:\\keys\\id_rsa",
         "secrets.yaml",
         "x/credentials.json",
+        # Case is ignored: these are the same files on Windows and macOS disks.
+        ".ENV",
+        "app/.Env.Production",
+        "Secrets.yaml",
+        "CERTS\\SERVER.PEM",
+        "Credentials.JSON",
     ):
         assert files.matches(path), path
     for path in ("app.py", "environment.py", "src/secrets_scanner.py", None, ""):
         assert not files.matches(path), path
     assert SensitiveFiles(("config/prod/*",)).matches("config/prod/db.py")
+    assert SensitiveFiles(("Config/PROD/*",)).matches("config/Prod/db.py")
 
 
 def test_detect_secrets_oracle_on_stdlib_with_planted_secrets(tmp_path):

@@ -46,6 +46,11 @@ def decode_json(raw: bytes) -> Any:
             400, "the body's JSON is nested too deeply: send the flat objects the API documents"
         ) from None
     except ValueError as error:
+        if "integer string conversion" in str(error):  # Python's guard against slow int parsing
+            raise BodyRefused(
+                400,
+                "a number in the body has more than 4300 digits: send the numbers the API documents",
+            ) from None
         raise BodyRefused(400, f"the body is not valid JSON ({error})") from None
 
 

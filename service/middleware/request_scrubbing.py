@@ -7,9 +7,10 @@ sensitive files are dropped. When the request's own file is sensitive,
 The body is decoded once (`json_body`: UTF-8 JSON only) and the scrubbed value is written back
 for the handler, so the handler never parses text the scrubber did not read. The code before
 and after the cursor is scrubbed as the one text it is in the file (`CURSOR_FIELDS`), so a
-secret the cursor cuts in two is still found. Scrubbing a large body runs on a worker thread:
-the event loop keeps answering other requests (health checks included) meanwhile; its time is
-linear in the body's size and capped by a `ScrubBudget`, past which the body is refused (413).
+secret the cursor cuts in two is still found. Scrubbing a large body runs on a worker thread (one
+very large body at a time): the event loop keeps answering other requests (health checks
+included) meanwhile; its time is linear in the body's size and capped by a `ScrubBudget`, past
+which the body is refused (413).
 """
 
 from typing import Any
@@ -47,6 +48,10 @@ MAX_JSON_DEPTH = 32
 # Bodies up to this size are scrubbed on the event loop: at worst ~2 ms of hostile text
 # (docs/security.md), about what the hop to a worker thread and back costs under load.
 INLINE_SCRUB_BYTES = 4096
+# Larger ones on a worker thread. Above this size, one at a time: each thread scrubbing holds
+# the GIL the event loop needs, and with four 1 MB hostile bodies at once a health check took
+# up to 0.27 s, with one 0.08 s. Keystroke-sized bodies never wait behind a large one.
+LARGE_BODY_BYTES = 65_536
 
 
 class _BodyScrubber:
@@ -131,6 +136,7 @@ class ScrubRequestBody:
     def __init__(self, app: ASGIApp, sensitive_files: SensitiveFiles | None = None):
         self.app = app
         self.sensitive = sensitive_files or SensitiveFiles()
+        self._large_body_scrubs: anyio.CapacityLimiter | None = None  # made in the server's loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -148,7 +154,9 @@ class ScrubRequestBody:
             if len(raw) <= INLINE_SCRUB_BYTES:
                 body = self._scrub(scope, raw)
             else:
-                body = await anyio.to_thread.run_sync(self._scrub, scope, raw)
+                body = await anyio.to_thread.run_sync(
+                    self._scrub, scope, raw, limiter=self._limiter(len(raw))
+                )
         except BodyRefused as refusal:
             await error_response(refusal.status, refusal.message)(scope, receive, send)
             return
@@ -165,6 +173,14 @@ class ScrubRequestBody:
             return await receive()  # then the disconnect, for handlers that watch for it
 
         await self.app(scope, replay, send)
+
+    def _limiter(self, size: int) -> anyio.CapacityLimiter | None:
+        """One thread for all very large bodies; the default pool for the rest."""
+        if size <= LARGE_BODY_BYTES:
+            return None
+        if self._large_body_scrubs is None:
+            self._large_body_scrubs = anyio.CapacityLimiter(1)
+        return self._large_body_scrubs
 
     def _scrub(self, scope: Scope, raw: bytes) -> bytes:
         """The body the handler reads: scrubbed, re-encoded; BodyRefused when it must not pass."""
