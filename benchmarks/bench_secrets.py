@@ -1,11 +1,14 @@
-"""Secret scrubbing: latency per 8 KB of context, and quality against detect-secrets.
+"""Secret scrubbing: latency per 8 KB of context, time per KB of hostile text, and quality
+against detect-secrets.
 
     .venv/bin/python -m benchmarks.bench_secrets [--contexts 2000] [--oracle-mb 2]
 
 Table 1: p50/p90/p99 of scrubbing one 8 KB context of real code (the standard library), clean
 and with three planted secrets, with the keyword prefilter and without it; detect-secrets'
 `scan_file` on the same contexts for scale.
-Table 2: recall on planted secrets of every family and findings on clean code (false
+Table 2: per rule, the slowest of its hostile texts (tests/secret_corpus.py HOSTILE_UNITS) at
+1 MB: time per KB without a budget, and what a request's ScrubBudget makes of it.
+Table 3: recall on planted secrets of every family and findings on clean code (false
 positives), ours and detect-secrets', over the standard library.
 """
 
@@ -20,8 +23,8 @@ from detect_secrets.core.scan import scan_file
 from detect_secrets.settings import default_settings
 from tqdm import tqdm
 
-from service.middleware.secrets import Scrubber, SecretDetector
-from tests.secret_corpus import plant, planted_secrets, stdlib_files
+from service.middleware.secrets import Scrubber, ScrubBudget, ScrubBudgetExceeded, SecretDetector
+from tests.secret_corpus import HOSTILE_UNITS, plant, planted_secrets, stdlib_files
 
 CONTEXT_CHARS = 8192
 
@@ -86,6 +89,36 @@ def latency_table(n: int, rng: random.Random, workdir: Path) -> None:
         print(f"| {name:<40} | {len(samples):>5} | {p50:>7.3f} | {p90:>7.3f} | {p99:>7.3f} |")
 
 
+def hostile_table(megabytes: float = 1.0) -> None:
+    chars = int(megabytes * 1_000_000)
+    detector = SecretDetector()
+    print(f"\nHostile text, {megabytes:g} MB of the slowest unit per rule (least of 3 runs)")
+    print(f"| {'rule':<20} | {'slowest unit':<24} | {'us/KB':>7} | {'budgeted':>22} |")
+    print(f"|{'-' * 22}|{'-' * 26}|{'-' * 9}|{'-' * 24}|")
+    for rule, units in tqdm(HOSTILE_UNITS.items(), desc="hostile", leave=False):
+        timed = []
+        for unit in units:
+            text = (unit * (chars // len(unit) + 1))[:chars]
+            best = float("inf")
+            for _ in range(3):
+                start = time.perf_counter()
+                detector.spans(text)
+                best = min(best, time.perf_counter() - start)
+            timed.append((best, unit, text))
+        best, unit, text = max(timed)
+        start = time.perf_counter()
+        try:
+            Scrubber(budget=ScrubBudget()).scrub(text)
+            outcome = "scrubbed"
+        except ScrubBudgetExceeded:
+            outcome = "refused"
+        budgeted = f"{outcome} in {(time.perf_counter() - start) * 1e3:.0f} ms"
+        shown = repr(unit if len(unit) <= 20 else unit[:17] + "...")
+        print(
+            f"| {rule:<20} | {shown:<24} | {best * 1e6 / (chars / 1000):>7.1f} | {budgeted:>22} |"
+        )
+
+
 def quality_table(oracle_mb: float, rng: random.Random, workdir: Path) -> None:
     files = stdlib_files()
     rng.shuffle(files)
@@ -144,6 +177,7 @@ def main() -> None:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as workdir:
         latency_table(args.contexts, rng, Path(workdir))
+        hostile_table()
         quality_table(args.oracle_mb, rng, Path(workdir))
 
 

@@ -48,8 +48,9 @@ class Settings:
         None, "file of 'TOKEN TENANT' lines; requests need 'Authorization: Bearer TOKEN' when set"
     )
     public_paths: str = setting(
-        "/v1/health,/metrics",
-        "comma-separated paths that need no token when auth is on ('' protects all)",
+        "/v1/health,/metrics,/openapi.json,/docs,/docs/oauth2-redirect,/redoc",
+        "comma-separated paths that need no token when auth is on (a request there without a "
+        "valid token is served without reading its body); '' protects all",
     )
     rate_limit_per_s: float = setting(
         0.0,

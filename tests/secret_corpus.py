@@ -1,6 +1,7 @@
-"""A corpus of real code (the Python standard library) and planted, realistic fake secrets.
+"""A corpus of real code (the Python standard library), planted, realistic fake secrets, and
+hostile text built to make each secret rule work hard.
 
-Shared by tests/test_secrets.py and benchmarks/bench_secrets.py. Every secret is generated
+Shared by tests/test_secrets.py, tests/test_secrets_hostile.py and benchmarks/bench_secrets.py. Every secret is generated
 from a seeded RNG in the shape of its family, so no real credential is ever in the repository.
 """
 
@@ -137,3 +138,49 @@ def plant(text: str, planted: Planted, rng: random.Random) -> tuple[str, range]:
     indent = neighbour[: len(neighbour) - len(neighbour.lstrip())]
     planted_lines = range(at + 1, at + 2 + planted.line.count("\n"))
     return "\n".join([*lines[:at], indent + planted.line, *lines[at:]]), planted_lines
+
+
+B64_LINE = "A" * 64 + "\n"
+
+# Text built to make each rule work hard: runs of its keyword, keyword-led runs of the
+# characters it reads, headers with no END, values one character short... Each is repeated
+# up to the wanted length.
+HOSTILE_UNITS: dict[str, tuple[str, ...]] = {
+    "private-key": (
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "-----BEGIN RSA PRIVATE KEY-----\n" + B64_LINE,
+        "-----BEGIN " + "A" * 90,
+        "-----END RSA PRIVATE KEY-----",
+    ),
+    "private-key-tail": (B64_LINE, "A" * 19 + " ", "\\n" + "A" * 30, "A" * 30 + " -----END "),
+    "aws-access-key": ("AKIA", "AKIA" + "A" * 15, "A3TA", "AKIA" + "A" * 17),
+    "github-token": ("ghp_", "ghp_" + "a" * 35, "github_pat_" + "a" * 81),
+    "gitlab-token": ("glpat-", "glpat-" + "a" * 19, "glptt-", "GR1348941"),
+    "slack-token": ("xoxb-", "xoxb-1", "axoxb-", "xoxb-" + "a" * 9 + " "),
+    "slack-webhook": ("hooks.slack.com/services/", "hooks.slack.com/services/" + "a" * 19 + " "),
+    "stripe-key": ("sk_live_", "sk_live_" + "a" * 100, "sk_test_" + "a" * 9 + " "),
+    "openai-key": ("sk-", "xsk-", "sk-" + "a" * 30, "sk-proj-", "sk-" + "a" * 25 + "T3BlbkFJ"),
+    "anthropic-key": ("sk-ant-", "sk-ant-ab-", "sk-ant-abcdefghij", "sk-ant-ab-" + "a" * 31 + " "),
+    "huggingface-token": ("hf_", "hf_" + "a" * 33 + "1", "api_org_"),
+    "pypi-token": ("pypi-AgEIcHlwaS5vcmc", "pypi-AgEIcHlwaS5vcmc" + "a" * 49 + " "),
+    "npm-token": ("npm_", "npm_" + "a" * 35 + " "),
+    "jwt": ("eyJ", "aeyJ", "eyJ" + "a" * 10 + ".", "eyJaaaaaaaaaaa.eyJ", "eyJ-"),
+    "gcp-api-key": ("AIza", "AIza" + "a" * 34 + " "),
+    "azure-storage-key": ("AccountKey=", "AccountKey=" + "A" * 39 + " ", "SharedAccessKey="),
+    "azure-client-secret": ("Q~", "abc1Q~", "abc1Q~" + "a" * 30 + " ", "~" * 7 + "1Q~"),
+    "url-credentials": ("://", "://a", "://a:", "://a:bc", "://" + "a" * 50 + ":" + "b" * 50),
+    "dotenv-assignment": ("KEY", "AKEY", "A_KEY=", "A_KEY=a", '\nA_KEY="abcde', "export "),
+    "bearer-token": ("bearer", "Bearer ", "Bearer\t", "Bearer " + "a" * 19 + " "),
+    "generic-secret": (
+        "key",
+        "key ",
+        "key=",
+        "key: a ",
+        "key: a" + " " * 20,
+        "key = '",
+        "key='" + "a" * 199 + " ",
+        "password=",
+        "secret" + " " * 9,
+        "passw",
+    ),
+}

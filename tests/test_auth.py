@@ -171,6 +171,29 @@ def test_an_unauthenticated_body_is_never_read(tokens_file):
     assert sent[0]["status"] == 401 and reads == 0
 
 
+def test_a_public_path_never_reads_an_unauthenticated_body(tokens_file):
+    """Health and metrics answer anyone, but a caller without a token cannot make the server
+    read (and scrub) a body there either; with a token, the body is there."""
+    bodies = []
+
+    async def app(scope, receive, send):
+        bodies.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive():
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": False}
+
+    async def send(message):
+        pass
+
+    guarded = Authenticate(app, TokenAuth.from_file(tokens_file), frozenset({"/v1/health"}))
+    for headers in ([], [(b"authorization", b"Bearer tok-alpha-123")]):
+        scope = {"type": "http", "method": "POST", "path": "/v1/health", "headers": headers}
+        asyncio.run(guarded(scope, receive, send))
+    assert bodies == [b"", b"x" * 1000]
+
+
 def test_a_revoked_token_is_refused_without_a_restart(tokens_file):
     client = TestClient(make_app(TokenAuth.from_file(tokens_file)))
     alpha = {"Authorization": "Bearer tok-alpha-123"}

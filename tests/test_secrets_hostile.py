@@ -20,52 +20,7 @@ from service.middleware.secrets import (
     scrub,
     settled_length,
 )
-from tests.secret_corpus import planted_secrets, stdlib_files
-
-B64_LINE = "A" * 64 + "\n"
-
-# Text built to make each rule work hard: runs of its keyword, keyword-led runs of the
-# characters it reads, headers with no END, values one character short... Each is repeated
-# up to the wanted length.
-HOSTILE_UNITS: dict[str, tuple[str, ...]] = {
-    "private-key": (
-        "-----BEGIN RSA PRIVATE KEY-----",
-        "-----BEGIN RSA PRIVATE KEY-----\n" + B64_LINE,
-        "-----BEGIN " + "A" * 90,
-        "-----END RSA PRIVATE KEY-----",
-    ),
-    "private-key-tail": (B64_LINE, "A" * 19 + " ", "\\n" + "A" * 30, "A" * 30 + " -----END "),
-    "aws-access-key": ("AKIA", "AKIA" + "A" * 15, "A3TA", "AKIA" + "A" * 17),
-    "github-token": ("ghp_", "ghp_" + "a" * 35, "github_pat_" + "a" * 81),
-    "gitlab-token": ("glpat-", "glpat-" + "a" * 19, "glptt-", "GR1348941"),
-    "slack-token": ("xoxb-", "xoxb-1", "axoxb-", "xoxb-" + "a" * 9 + " "),
-    "slack-webhook": ("hooks.slack.com/services/", "hooks.slack.com/services/" + "a" * 19 + " "),
-    "stripe-key": ("sk_live_", "sk_live_" + "a" * 100, "sk_test_" + "a" * 9 + " "),
-    "openai-key": ("sk-", "xsk-", "sk-" + "a" * 30, "sk-proj-", "sk-" + "a" * 25 + "T3BlbkFJ"),
-    "anthropic-key": ("sk-ant-", "sk-ant-ab-", "sk-ant-abcdefghij", "sk-ant-ab-" + "a" * 31 + " "),
-    "huggingface-token": ("hf_", "hf_" + "a" * 33 + "1", "api_org_"),
-    "pypi-token": ("pypi-AgEIcHlwaS5vcmc", "pypi-AgEIcHlwaS5vcmc" + "a" * 49 + " "),
-    "npm-token": ("npm_", "npm_" + "a" * 35 + " "),
-    "jwt": ("eyJ", "aeyJ", "eyJ" + "a" * 10 + ".", "eyJaaaaaaaaaaa.eyJ", "eyJ-"),
-    "gcp-api-key": ("AIza", "AIza" + "a" * 34 + " "),
-    "azure-storage-key": ("AccountKey=", "AccountKey=" + "A" * 39 + " ", "SharedAccessKey="),
-    "azure-client-secret": ("Q~", "abc1Q~", "abc1Q~" + "a" * 30 + " ", "~" * 7 + "1Q~"),
-    "url-credentials": ("://", "://a", "://a:", "://a:bc", "://" + "a" * 50 + ":" + "b" * 50),
-    "dotenv-assignment": ("KEY", "AKEY", "A_KEY=", "A_KEY=a", '\nA_KEY="abcde', "export "),
-    "bearer-token": ("bearer", "Bearer ", "Bearer\t", "Bearer " + "a" * 19 + " "),
-    "generic-secret": (
-        "key",
-        "key ",
-        "key=",
-        "key: a ",
-        "key: a" + " " * 20,
-        "key = '",
-        "key='" + "a" * 199 + " ",
-        "password=",
-        "secret" + " " * 9,
-        "passw",
-    ),
-}
+from tests.secret_corpus import B64_LINE, HOSTILE_UNITS, planted_secrets, stdlib_files
 
 # Time one 1 MB text may take on a busy 2-core machine (measured: well under 0.3 s).
 MAX_SECONDS_PER_MB = 2.0

@@ -2,7 +2,8 @@
 
 `Authenticate` is ASGI middleware outside the body's size limit and scrubbing, so a request
 without a valid token gets its 401 before a byte of its body is read or scrubbed (a body can
-cost work; a header costs a hash). It puts the tenant in `scope["state"]["tenant"]` and in the
+cost work; a header costs a hash); on a public path (health, metrics) it is served, and its
+body is not read either. It puts the tenant in `scope["state"]["tenant"]` and in the
 logging context; `require_tenant` hands it to routes. Failed token checks are limited per
 client address (429 + Retry-After once its budget is spent, whatever token it sends next), so
 tokens cannot be guessed at speed.
@@ -21,7 +22,7 @@ import signal
 from pathlib import Path
 
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.logging_setup import tenant_var
@@ -123,6 +124,20 @@ class TokenAuth:
             logger.info("tokens file reloads on change only: no SIGHUP handler in this thread")
 
 
+def _without_body(receive: Receive) -> Receive:
+    """A receive that reports an empty body, then passes on what the server says next."""
+    answered = False
+
+    async def empty_body() -> Message:
+        nonlocal answered
+        if not answered:
+            answered = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return await receive()
+
+    return empty_body
+
+
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -166,6 +181,8 @@ class Authenticate:
                     self.failure_limiter.retry_after(client)  # spend one of its failures
                 await self._refuse(scope, receive, send, 401)
                 return
+            if resolved is None:  # public path, no valid token: no body is read for it either
+                receive = _without_body(receive)
             tenant = resolved or ANONYMOUS_TENANT
         scope.setdefault("state", {})["tenant"] = tenant
         tenant_var.set(tenant)  # the same task runs the handler: its log lines carry the tenant
