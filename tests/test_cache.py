@@ -9,7 +9,7 @@ import pytest
 
 from service.cache import LRUCache, RedisCache, SuggestionCache
 from service.cache.keys import suggestion_key, typing_key
-from service.cache.metrics import ERRORS, LOOKUPS
+from service.cache.metrics import CORRUPT_ENTRIES, ERRORS, LOOKUPS
 from service.cache.suggestions import CacheQuery
 from service.cache.typing_through import make_record, trim
 from tests.redis_server import RedisServer, running_redis_server
@@ -210,3 +210,49 @@ def test_redis_killed_slow_and_full_means_misses_then_heals(redis_server):
         await cache.close()
 
     run(scenario())
+
+
+# Values another program, a bit flip or an older format could leave under our keys.
+FOREIGN_VALUES = [
+    b"\xff\xfe not utf-8",
+    b"not json",
+    b"[" * 100_000,  # deeper than the JSON parser goes
+    b"[1, 2]",
+    b'{"choices": "text", "finish_reasons": ["stop"]}',
+    b'{"choices": [1], "finish_reasons": ["stop"]}',
+    b'{"choices": ["a", "b"], "finish_reasons": ["stop"]}',
+    b'{"choices": ["a"], "finish_reasons": ["exploded"]}',
+    b'{"choices": [], "finish_reasons": []}',
+    b'{"n": "x", "d": 5, "c": 7}',
+    b'{"n": 3, "d": "abc", "c": [null]}',
+]
+
+
+@pytest.mark.parametrize("backend_kind", ["lru", "redis"])
+def test_corrupt_or_foreign_values_are_counted_misses(backend_kind, tmp_path):
+    async def scenario(backend):
+        cache = SuggestionCache(backend, ttl_s=60)
+        typed = query(prefix=PREFIX + "data = f.")
+        for value in FOREIGN_VALUES:
+            before = counter(CORRUPT_ENTRIES, kind="exact") + counter(
+                CORRUPT_ENTRIES, kind="typing"
+            )
+            await backend.set_many({query().exact_key: value, query().typing_key: value}, 60)
+            assert await cache.lookup(query()) is None, value
+            assert await cache.lookup(typed) is None, value
+            after = counter(CORRUPT_ENTRIES, kind="exact") + counter(CORRUPT_ENTRIES, kind="typing")
+            assert after - before == 3, value  # both keys on the first lookup, typing on the next
+        # A good store replaces the bad value and is served again.
+        await cache.store(query(), ["data = f.read()"])
+        assert (await cache.lookup(query())).choices == ["data = f.read()"]
+        await cache.close()
+
+    if backend_kind == "lru":
+        run(scenario(LRUCache()))
+        return
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        run(scenario(RedisCache(server.url)))
+    finally:
+        server.kill()

@@ -12,6 +12,12 @@ ERRORS = Counter(
     "Cache backend operations that failed (and were served as misses / not stored).",
     ["op"],
 )
+CORRUPT_ENTRIES = Counter(
+    "completion_cache_corrupt_entries_total",
+    "Cache values that were not an entry this server writes (corrupt, truncated, foreign), "
+    "served as misses.",
+    ["kind"],
+)
 LOOKUP_SECONDS = Histogram(
     "completion_cache_lookup_seconds",
     "Time of one suggestion cache lookup, backend round trip included.",

@@ -2,6 +2,11 @@
 
 A lookup is one backend round trip (both keys in one MGET); a store writes both entries in one
 pipeline. Everything given here must already be scrubbed.
+
+A value read back is checked to be an entry of the shape this server writes: a corrupt,
+truncated or foreign value (another program sharing the Redis, an older format) is a miss,
+counted in completion_cache_corrupt_entries_total, never an error for the request. (Its TTL, or
+the next store of the same key, replaces it.)
 """
 
 import json
@@ -11,8 +16,10 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from service.cache import keys
-from service.cache.metrics import LOOKUP_SECONDS, LOOKUPS
+from service.cache.metrics import CORRUPT_ENTRIES, LOOKUP_SECONDS, LOOKUPS
 from service.cache.typing_through import TypingRecord, make_record, trim
+
+FINISH_REASONS = ("stop", "length")
 
 
 class CacheBackend(Protocol):
@@ -69,10 +76,9 @@ class SuggestionCache:
         exact, typing = await self.backend.get_many([query.exact_key, query.typing_key])
         result = None
         if exact is not None:
-            entry = json.loads(exact)
-            result = CachedSuggestion(entry["choices"], entry["finish_reasons"], "hit")
-        elif typing is not None:
-            rest = trim(TypingRecord.decode(typing), query.prefix)
+            result = decode_entry(exact)
+        if result is None and typing is not None and (record := decode_record(typing)):
+            rest = trim(record, query.prefix)
             if rest is not None:
                 result = CachedSuggestion(rest, ["stop"] * len(rest), "typing_through")
         LOOKUP_SECONDS.observe(time.perf_counter() - start)
@@ -101,3 +107,48 @@ class SuggestionCache:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def is_string_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def decode_entry(data: bytes) -> CachedSuggestion | None:
+    """An exact entry, or None (counted) when the value is not one this server wrote."""
+    try:
+        entry = json.loads(data)
+        choices, reasons = entry["choices"], entry["finish_reasons"]
+    except (ValueError, TypeError, KeyError, RecursionError):
+        # Not UTF-8, not JSON, nested past the parser's depth, not an object, a field missing.
+        CORRUPT_ENTRIES.labels(kind="exact").inc()
+        return None
+    valid = (
+        is_string_list(choices)
+        and is_string_list(reasons)
+        and len(choices) == len(reasons) > 0
+        and all(reason in FINISH_REASONS for reason in reasons)
+    )
+    if not valid:
+        CORRUPT_ENTRIES.labels(kind="exact").inc()
+        return None
+    return CachedSuggestion(choices, reasons, "hit")
+
+
+def decode_record(data: bytes) -> TypingRecord | None:
+    """A typing-through record, or None (counted) when the value is not one this server wrote."""
+    try:
+        record = TypingRecord.decode(data)
+    except (ValueError, TypeError, KeyError, RecursionError):
+        CORRUPT_ENTRIES.labels(kind="typing").inc()
+        return None
+    valid = (
+        isinstance(record.tail_len, int)
+        and not isinstance(record.tail_len, bool)
+        and record.tail_len >= 0
+        and isinstance(record.tail_digest, str)
+        and all(isinstance(choice, str) for choice in record.choices)
+    )
+    if not valid:
+        CORRUPT_ENTRIES.labels(kind="typing").inc()
+        return None
+    return record
