@@ -21,6 +21,18 @@ def value_type(annotation) -> type:
     return annotation
 
 
+def parse_bool(text: str | bool) -> bool:
+    """A switch's environment value: 1/true/yes/on or 0/false/no/off (bool("false") is True)."""
+    if isinstance(text, bool):
+        return text
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
 def add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Settings):
         flag = "--" + f.name.replace("_", "-")
@@ -30,6 +42,19 @@ def add_setting_flags(parser: argparse.ArgumentParser) -> None:
         if choices and default not in choices:
             parser.error(f"{env}={default!r}: expected one of {', '.join(choices)}")
         shown_default = "unset" if f.default is None else f.default
+        if value_type(f.type) is bool:  # a switch: --name / --no-name
+            try:
+                default = parse_bool(default)
+            except argparse.ArgumentTypeError as error:
+                parser.error(f"{env}: {error}")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{f.metadata['help']} [env {env}=true|false; default: {f.default}]",
+            )
+            continue
         parser.add_argument(
             flag,
             dest=f.name,
@@ -68,20 +93,13 @@ def missing_checkpoint_message(model: Path) -> str:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn  # imported here so that --help answers without loading the server
-
+    # Imported here so that --help answers without loading the server.
     from service.app import create_app
     from service.logging_setup import configure_logging
+    from service.server import run_server
 
     configure_logging(settings.log_level.upper(), log_prompts=settings.log_prompts == "scrubbed")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        log_config=None,  # keep the JSON logging configured above
-        timeout_graceful_shutdown=5,
-    )
+    sys.exit(run_server(create_app(settings), settings))
 
 
 def main(argv: list[str] | None = None) -> None:

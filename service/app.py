@@ -10,6 +10,7 @@ from service.api.body_limit import BodySizeLimit
 from service.api.completion_runner import CompletionRunner
 from service.api.dependencies import Serving
 from service.api.errors import install_error_handlers
+from service.api.lifecycle import Lifecycle
 from service.cache import make_suggestion_cache
 from service.cache.keys import model_revision
 from service.engine import AsyncEngine, EngineConfig
@@ -33,7 +34,7 @@ ROUTERS = [
 ]
 
 
-def start_serving(settings: Settings) -> Serving:
+def start_serving(settings: Settings, lifecycle: Lifecycle) -> Serving:
     device = settings.resolved_device
     engine = AsyncEngine(
         EngineConfig(
@@ -47,7 +48,8 @@ def start_serving(settings: Settings) -> Serving:
             speculative_tokens=settings.speculative_tokens,
             stream_interval_ms=settings.stream_interval_ms,
             num_threads=settings.num_threads,
-        )
+        ),
+        on_failure=lifecycle.engine_failed,
     )
     budget = Budget(settings.prefix_tokens, settings.suffix_tokens, settings.snippet_tokens)
     builder = PromptBuilder(
@@ -68,6 +70,7 @@ def start_serving(settings: Settings) -> Serving:
                 settings.redis_url, settings.cache_ttl_s, settings.cache_max_entries
             ),
             model=f"{settings.model.resolve().name}@{model_revision(settings.model)}",
+            isolate_tenants=settings.isolate_tenants,
         ),
         special_token_ids=frozenset(
             i for i, token in engine.tokenizer.get_added_tokens_decoder().items() if token.special
@@ -77,7 +80,7 @@ def start_serving(settings: Settings) -> Serving:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.serving = start_serving(app.state.settings)
+    app.state.serving = start_serving(app.state.settings, app.state.lifecycle)
     try:
         yield
     finally:
@@ -92,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.lifecycle = Lifecycle()
     app.state.auth = (
         TokenAuth.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
     )

@@ -118,6 +118,18 @@ class Settings:
     request_timeout_s: float = setting(
         30.0, "a generation still running after this many seconds is stopped and returned"
     )
+    isolate_tenants: bool = setting(
+        False,
+        "tenants share no KV prefix-cache blocks (no tenant can time another's prompts; each "
+        "tenant's first keystroke recomputes its whole prompt); suggestion-cache entries are "
+        "per tenant in any case",
+    )
+    drain_timeout_s: float = setting(
+        10.0,
+        "on SIGTERM: readiness 503 at once, requests in flight get this many seconds to finish "
+        "before they are stopped with 503 + Retry-After; keep it below the orchestrator's kill "
+        "grace (Kubernetes terminationGracePeriodSeconds, 30 s by default)",
+    )
     log_level: str = setting(
         "info", "server log level", choices=["critical", "error", "warning", "info", "debug"]
     )

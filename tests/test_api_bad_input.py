@@ -7,6 +7,7 @@ import random
 import pytest
 from fastapi.testclient import TestClient
 
+from service.api import schemas
 from service.app import create_app
 from service.settings import Settings
 from tests.scripted_checkpoint import build_scripted_checkpoint
@@ -93,6 +94,98 @@ def test_bad_completion_bodies_get_400_with_a_message(client, body, words):
 )
 def test_bad_infill_bodies_get_400(client, body, words):
     assert_refused(post(client, "/infill", body), 400, words)
+
+
+def over(cap: int, item) -> list:
+    return [item] * (cap + 1)
+
+
+DECLARATION = {"filepath": "a.py", "body": "f()"}
+SNIPPET = {"filepath": "a.py", "body": "f()"}
+TABBY = {"language": "python", "segments": {"prefix": "def f(", "suffix": ")"}}
+
+# Every list or map a body can carry, one past its cap: (path, body, field, cap).
+OVER_THE_CAP = [
+    ("/v1/completions", {"prompt": over(schemas.MAX_PROMPTS, "x")}, "prompt", schemas.MAX_PROMPTS),
+    (
+        "/v1/completions",
+        {"prompt": "x", "stop": over(schemas.MAX_OPENAI_STOPS, "a")},
+        "stop",
+        schemas.MAX_OPENAI_STOPS,
+    ),
+    (
+        "/v1/completions",
+        {"prompt": "x", "stop": "a" * (schemas.MAX_STOP_CHARS + 1)},
+        "stop",
+        schemas.MAX_STOP_CHARS,
+    ),
+    (
+        "/v1/completions",
+        {"prompt": "x", "logit_bias": {str(i): 1.0 for i in range(schemas.MAX_LOGIT_BIAS + 1)}},
+        "logit_bias",
+        schemas.MAX_LOGIT_BIAS,
+    ),
+    *(
+        (
+            "/v1/completions",
+            {**TABBY, "segments": {**TABBY["segments"], name: over(schemas.MAX_SNIPPETS, item)}},
+            f"segments.{name}",
+            schemas.MAX_SNIPPETS,
+        )
+        for name, item in [
+            ("declarations", DECLARATION),
+            ("relevant_snippets_from_changed_files", SNIPPET),
+            ("relevant_snippets_from_recently_opened_files", SNIPPET),
+        ]
+    ),
+    (
+        "/infill",
+        {
+            "input_prefix": "x",
+            "input_extra": over(schemas.MAX_SNIPPETS, {"filename": "a", "text": "b"}),
+        },
+        "input_extra",
+        schemas.MAX_SNIPPETS,
+    ),
+    (
+        "/infill",
+        {"input_prefix": "x", "stop": over(schemas.MAX_INFILL_STOPS, "a")},
+        "stop",
+        schemas.MAX_INFILL_STOPS,
+    ),
+    (
+        "/infill",
+        {"input_prefix": "x", "stop": ["a" * (schemas.MAX_STOP_CHARS + 1)]},
+        "stop",
+        schemas.MAX_STOP_CHARS,
+    ),
+]
+
+
+@pytest.mark.parametrize("path, body, field, cap", OVER_THE_CAP, ids=lambda v: str(v)[:40])
+def test_every_list_in_a_body_is_capped(client, path, body, field, cap):
+    """A list one past its cap gets a 400 that names the field and the cap."""
+    response = post(client, path, json.dumps(body))
+    assert_refused(response, 400, field, str(cap))
+    assert response.json()["error"]["param"].startswith(field)
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/infill", {"input_prefix": "x = ", "stop": ["zz"] * schemas.MAX_INFILL_STOPS}),
+        (
+            "/infill",
+            {"input_prefix": "x = ", "input_extra": [{"filename": "a", "text": "b"}] * 64},
+        ),
+        (
+            "/v1/completions",
+            {**TABBY, "segments": {**TABBY["segments"], "declarations": [DECLARATION] * 64}},
+        ),
+    ],
+)
+def test_lists_at_their_cap_are_served(client, path, body):
+    assert post(client, path, json.dumps(body)).status_code == 200
 
 
 def test_bad_events_get_400(client):

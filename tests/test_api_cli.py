@@ -30,6 +30,30 @@ def test_flags_and_environment_variables(monkeypatch):
     assert settings.auth_tokens_file is None and settings.num_threads is None
 
 
+@pytest.mark.parametrize(
+    "env, argv, expected",
+    [
+        (None, [], False),
+        (None, ["--isolate-tenants"], True),
+        ("true", [], True),
+        ("1", [], True),
+        ("false", [], False),  # bool("false") would be True
+        ("0", [], False),
+        ("true", ["--no-isolate-tenants"], False),  # the flag wins over the variable
+    ],
+)
+def test_switches_from_flags_and_environment(monkeypatch, env, argv, expected):
+    if env is not None:
+        monkeypatch.setenv("SERVICE_ISOLATE_TENANTS", env)
+    assert settings_from(argv).isolate_tenants is expected
+
+
+def test_bad_switch_value_is_an_error(monkeypatch):
+    monkeypatch.setenv("SERVICE_ISOLATE_TENANTS", "maybe")
+    with pytest.raises(SystemExit):
+        build_parser()
+
+
 def test_bad_environment_value_is_an_error(monkeypatch):
     monkeypatch.setenv("SERVICE_DEVICE", "gpu")
     with pytest.raises(SystemExit):

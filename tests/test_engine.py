@@ -145,6 +145,27 @@ def test_prefix_reuse_across_keystrokes(checkpoint, tokenizer, hf_model):
     assert seq2.output_token_ids == hf_greedy(hf_model, keystroke, 8)
 
 
+def test_salted_requests_share_prefix_blocks_only_with_their_own_salt(checkpoint, tokenizer):
+    """A tenant's cache salt starts its chain of block hashes: another salt (or none) finds
+    nothing of its prompt cached, the same salt finds it all."""
+    engine = make_engine(checkpoint, block_size=4)
+    ids = tokenizer.encode(PROMPTS[1]).ids
+    cached_blocks = ((len(ids) - 1) // 4) * 4
+
+    def cached_tokens(request_id: str, salt: str | None) -> int:
+        engine.add_request(request_id, ids, greedy(2), cache_salt=salt)
+        seq = engine.seqs[request_id]
+        run_to_completion(engine)
+        return seq.num_cached_tokens
+
+    assert cached_tokens("a1", "tenant-a") == 0
+    assert cached_tokens("b1", "tenant-b") == 0
+    assert cached_tokens("unsalted", None) == 0
+    assert cached_tokens("a2", "tenant-a") == cached_blocks > 0
+    assert cached_tokens("b2", "tenant-b") == cached_blocks
+    assert cached_tokens("unsalted-2", None) == cached_blocks
+
+
 def test_keystroke_blocks_follow_the_cached_prefix(checkpoint, tokenizer, hf_model):
     """The next keystroke takes over the previous request's stale continuation, right after the
     shared prefix, so its blocks stay one run."""
@@ -287,6 +308,46 @@ def test_async_engine_supersede_abort_and_overload(checkpoint, tokenizer):
             engine.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_engine_thread_dying_fails_requests_at_once_and_refuses_new_ones(checkpoint, tokenizer):
+    """A bug outside a step kills the engine thread: the requests in flight end at once with
+    the cause engine_failed (not at their deadline, not as finished), new ones are refused,
+    and the owner is told."""
+    failures = []
+
+    async def scenario():
+        engine = AsyncEngine(
+            EngineConfig(model_path=checkpoint, num_threads=1, stream_interval_ms=0),
+            on_failure=failures.append,
+        )
+        ids = tokenizer.encode(PROMPTS[0]).ids
+        stream = engine.generate(ids, greedy(400), "r")
+        await anext(stream)
+
+        def broken_hand_over():
+            raise RuntimeError("a bug outside a step")
+
+        engine._hand_over_due = broken_hand_over  # the thread's next hand-over raises
+        last = await asyncio.wait_for(collect_last(stream), timeout=10)
+        assert (last.finished, last.finish_reason, last.abort_cause) == (
+            True,
+            "abort",
+            async_engine.ENGINE_FAILED,
+        )
+        assert not engine.alive
+        with pytest.raises(async_engine.EngineUnavailable):
+            engine.generate(ids, greedy(4), "after")
+
+    asyncio.run(scenario())
+    assert [str(error) for error in failures] == ["a bug outside a step"]
+
+
+async def collect_last(stream):
+    last = None
+    async for output in stream:
+        last = output
+    return last
 
 
 def test_streamed_outputs_are_paced_and_the_last_carries_everything(checkpoint, tokenizer):

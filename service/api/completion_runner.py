@@ -2,6 +2,8 @@
 
 Every engine stream is consumed inside `aclosing`, so whatever ends the consumer (client
 disconnect, deadline, error) closes the stream and the engine aborts the request within a step.
+A request the engine aborted (superseded by its session's newer one, engine failure, shutdown)
+raises the ApiError that says so: a cut answer is never passed off as a finished one.
 """
 
 import asyncio
@@ -13,11 +15,10 @@ from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, aborted
 from service.cache import CacheQuery, SuggestionCache
 from service.engine import AsyncEngine, RequestOutput, SamplingParams
 from service.logging_setup import prompt_for_log
-from service.middleware.auth import ANONYMOUS_TENANT
 from service.middleware.secrets import contains_secret, scrub, settled_length
 from service.prompt.builder import Prompt
 from service.prompt.newlines import from_lf
@@ -27,14 +28,28 @@ logger = logging.getLogger("service.completions")
 
 
 @dataclass(frozen=True)
+class EditorSession:
+    """An editor session, scoped by its tenant: a newer request of the session aborts the older
+    one, and the same session id sent by another tenant is another session."""
+
+    tenant: str
+    id: str
+
+    def choice(self, index: int) -> "EditorSession":
+        """The session of one of a request's several choices (each supersedes its own)."""
+        return EditorSession(self.tenant, f"{self.id}/{index}")
+
+
+@dataclass(frozen=True)
 class Job:
     """One engine request: one choice, or with beam search up to `num_choices` of its ranked
     distinct candidates (fewer when fewer distinct texts were found)."""
 
     request_id: str
+    tenant: str
     prompt: Prompt
     params: SamplingParams
-    session_id: str | None
+    session: EditorSession | None
     drop_overlap: bool  # code-aware dialects: remove what the code after the cursor repeats
     num_choices: int = 1
 
@@ -43,7 +58,7 @@ class Job:
 class Completion:
     index: int
     text: str  # final, in the client's newline convention
-    finish_reason: str  # "stop", "length" or "abort"
+    finish_reason: str  # "stop" or "length" (an aborted job raises instead)
     num_prompt_tokens: int
     num_cached_tokens: int
     num_tokens: int
@@ -106,10 +121,10 @@ def decoding_key(job: Job, while_typing: bool = False) -> dict[str, object]:
     }
 
 
-def cache_query(request: Request, jobs: list[Job], model: str) -> CacheQuery:
+def cache_query(jobs: list[Job], model: str) -> CacheQuery:
     prompt = jobs[0].prompt
     return CacheQuery(
-        tenant=getattr(request.state, "tenant", ANONYMOUS_TENANT),
+        tenant=jobs[0].tenant,
         model=model,
         decoding={"choices": [decoding_key(job) for job in jobs]},
         prompt_window=",".join(map(str, prompt.token_ids)),
@@ -152,19 +167,33 @@ def cached_completion(index: int, job: Job, text: str, finish_reason: str = "sto
 
 
 class CompletionRunner:
-    def __init__(self, engine: AsyncEngine, cache: SuggestionCache | None = None, model: str = ""):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        cache: SuggestionCache | None = None,
+        model: str = "",
+        isolate_tenants: bool = False,
+    ):
         self.engine = engine
         self.cache = cache
         self.model = model  # "model-id@revision", part of every cache key
+        # Salt each request's prefix blocks with its tenant: no tenant reuses (and so can time)
+        # another's cached prompts. Suggestion-cache keys carry the tenant in any case.
+        self.isolate_tenants = isolate_tenants
 
     def start(self, jobs: list[Job]) -> list[AsyncIterator[RequestOutput]]:
-        """Submit every job; raises (InvalidRequest, EngineOverloaded) before any is left running."""
+        """Submit every job; raises (InvalidRequest, EngineOverloaded, EngineUnavailable) before
+        any is left running."""
         streams = []
         try:
             for job in jobs:
                 streams.append(
                     self.engine.generate(
-                        job.prompt.token_ids, job.params, job.request_id, job.session_id
+                        job.prompt.token_ids,
+                        job.params,
+                        job.request_id,
+                        job.session,
+                        cache_salt=job.tenant if self.isolate_tenants else None,
                     )
                 )
         except Exception:
@@ -190,13 +219,13 @@ class CompletionRunner:
             logger.info("prompt", extra={"fields": {"prefix": prompt}})
         if self.cache is None:
             return await self.generate(request, jobs, timeout_s)
-        query = cache_query(request, jobs, self.model)
+        query = cache_query(jobs, self.model)
         cached = await self.cache.lookup(query)
         if cached is not None and fits(jobs, len(cached.choices)):
             request.state.cache = cached.outcome
             for job in jobs:  # a newer keystroke answered from the cache still supersedes
-                if job.session_id is not None:
-                    self.engine.supersede(job.session_id, job.request_id)
+                if job.session is not None:
+                    self.engine.supersede(job.session, job.request_id)
             return [
                 cached_completion(i, job, text, reason)
                 for i, (job, text, reason) in enumerate(
@@ -216,34 +245,35 @@ class CompletionRunner:
     async def generate(
         self, request: Request, jobs: list[Job], timeout_s: float
     ) -> list[Completion]:
-        """Run every job on the engine; aborts everything if the client disconnects first."""
+        """Run every job on the engine; aborts everything if the client disconnects first, or if
+        one of its jobs was aborted (that job's ApiError is raised)."""
         streams = self.start(jobs)
         started = time.perf_counter()
-        work = asyncio.ensure_future(
-            asyncio.gather(
-                *(
-                    collect(job, stream, started, timeout_s)
-                    for job, stream in zip(jobs, streams, strict=True)
-                )
-            )
-        )
+        collecting = [
+            asyncio.ensure_future(collect(job, stream, started, timeout_s))
+            for job, stream in zip(jobs, streams, strict=True)
+        ]
+        work = asyncio.ensure_future(asyncio.gather(*collecting))
         disconnect = asyncio.ensure_future(wait_for_disconnect(request))
         try:
             await asyncio.wait({work, disconnect}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             disconnect.cancel()
-        if not work.done():
-            work.cancel()
-            await asyncio.gather(work, return_exceptions=True)
-            raise ApiError(499, "the client closed the request")
+        if not work.done() or work.exception() is not None:
+            for task in collecting:  # closing their streams aborts the jobs still running
+                task.cancel()
+            await asyncio.gather(*collecting, return_exceptions=True)
+            if not work.done():
+                raise ApiError(499, "the client closed the request")
         choices = [c for per_job in work.result() for c in per_job]
         return [replace(c, index=i) for i, c in enumerate(choices)]
 
     async def stream(
         self, jobs: list[Job], streams: list[AsyncIterator[RequestOutput]], timeout_s: float
     ) -> AsyncIterator[Delta]:
-        """Interleaved text deltas of every choice (from `start`), each ending with a reason."""
-        deltas: asyncio.Queue[Delta | None] = asyncio.Queue()
+        """Interleaved text deltas of every choice (from `start`), each ending with a reason;
+        raises the ApiError of a choice the engine aborted (what was streamed stays sent)."""
+        deltas: asyncio.Queue[Delta | ApiError | None] = asyncio.Queue()
         pumps = [
             asyncio.create_task(pump(i, job, stream, deltas))
             for i, (job, stream) in enumerate(zip(jobs, streams, strict=True))
@@ -263,6 +293,8 @@ class CompletionRunner:
                 if delta is None:
                     running -= 1
                     continue
+                if isinstance(delta, ApiError):
+                    raise delta
                 if delta.finish_reason is not None:
                     unfinished.discard(delta.index)
                 yield delta
@@ -289,6 +321,8 @@ async def collect(
                     last = output
                     if output.finished:
                         finish_reason = output.finish_reason
+                        if finish_reason == "abort":
+                            raise aborted(output.abort_cause)
         except TimeoutError:
             pass  # return what there is, as if max_tokens had been reached
     elapsed_s = time.perf_counter() - started
@@ -343,6 +377,9 @@ async def pump(
     try:
         async with aclosing(stream):
             async for output in stream:
+                if output.finished and output.finish_reason == "abort":
+                    deltas.put_nowait(aborted(output.abort_cause))
+                    break
                 text = output.text
                 if output.finished and job.drop_overlap:
                     text = drop_suffix_overlap(text, job.prompt.prefix, job.prompt.suffix)

@@ -3,12 +3,13 @@
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from service.api.dependencies import Serving, ServingDep, SessionDep
+from service.api.dependencies import Caller, CallerDep, Serving, ServingDep
 from service.api.dialects import openai, tabby
 from service.api.errors import ApiError
+from service.api.lifecycle import admit
 from service.api.schemas import (
     OpenAICompletionRequest,
     OpenAICompletionResponse,
@@ -17,7 +18,7 @@ from service.api.schemas import (
 )
 from service.api.streaming import sse_response
 
-router = APIRouter(tags=["completions"])
+router = APIRouter(tags=["completions"], dependencies=[Depends(admit)])
 
 BODY_DOC = (
     "A Tabby body (`language`, `segments: {prefix, suffix, ...}`) or an OpenAI legacy "
@@ -27,7 +28,11 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": TabbyCompletionResponse | OpenAICompletionResponse},
     400: {"description": "invalid request, with a message saying what to change"},
     413: {"description": "body over --max-body-bytes"},
-    503: {"description": "the engine's queue is full; retry after Retry-After seconds"},
+    499: {"description": "superseded by a newer request of the same editor session"},
+    503: {
+        "description": "the engine's queue is full, the server is shutting down or its engine "
+        "failed; retry after Retry-After seconds"
+    },
 }
 
 
@@ -36,15 +41,15 @@ async def completions(
     payload: Annotated[dict[str, Any], Body(description=BODY_DOC)],
     request: Request,
     serving: ServingDep,
-    session: SessionDep,
+    caller: CallerDep,
 ):
     if "segments" in payload:
         return await tabby_completion(
-            TabbyCompletionRequest.model_validate(payload), request, serving, session
+            TabbyCompletionRequest.model_validate(payload), request, serving, caller
         )
     if "prompt" in payload:
         return await openai_completion(
-            OpenAICompletionRequest.model_validate(payload), request, serving, session
+            OpenAICompletionRequest.model_validate(payload), request, serving, caller
         )
     raise ApiError(
         400, "send `segments.prefix` (Tabby) or `prompt` (OpenAI) to get a completion", "prompt"
@@ -57,16 +62,16 @@ async def engine_completions(
     payload: Annotated[dict[str, Any], Body(description=BODY_DOC)],
     request: Request,
     serving: ServingDep,
-    session: SessionDep,
+    caller: CallerDep,
 ):
     """Copilot-style alias (e.g. /v1/engines/codegen/completions); the engine name is ignored."""
-    return await completions(payload, request, serving, session)
+    return await completions(payload, request, serving, caller)
 
 
 async def tabby_completion(
-    body: TabbyCompletionRequest, request: Request, serving: Serving, session: str | None
+    body: TabbyCompletionRequest, request: Request, serving: Serving, caller: Caller
 ) -> TabbyCompletionResponse:
-    job = tabby.job(body, serving, session)
+    job = tabby.job(body, serving, caller)
     (completion,) = await serving.runner.complete(
         request, [job], serving.settings.request_timeout_s
     )
@@ -74,9 +79,9 @@ async def tabby_completion(
 
 
 async def openai_completion(
-    body: OpenAICompletionRequest, request: Request, serving: Serving, session: str | None
+    body: OpenAICompletionRequest, request: Request, serving: Serving, caller: Caller
 ) -> OpenAICompletionResponse | StreamingResponse:
-    jobs = openai.jobs(body, serving, session)
+    jobs = openai.jobs(body, serving, caller)
     timeout = serving.settings.request_timeout_s
     if not body.stream:
         completions = await serving.runner.complete(request, jobs, timeout)

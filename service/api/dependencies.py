@@ -1,12 +1,13 @@
-"""What routes need, as FastAPI dependencies: the serving state built at startup, the session."""
+"""What routes need, as FastAPI dependencies: the serving state built at startup, the caller."""
 
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from service.api.completion_runner import CompletionRunner
+from service.api.completion_runner import CompletionRunner, EditorSession
 from service.engine import AsyncEngine
+from service.middleware.auth import require_tenant
 from service.prompt.builder import PromptBuilder
 from service.settings import Settings
 
@@ -32,13 +33,26 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session_header(
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: the tenant its token names, and the editor session it named."""
+
+    tenant: str
+    session_id: str | None  # X-Session-Id
+
+    def session(self, body_session_id: str | None = None) -> EditorSession | None:
+        """The editor session, scoped by the tenant: the header's id, else the body's."""
+        session_id = self.session_id or body_session_id
+        return None if session_id is None else EditorSession(self.tenant, session_id)
+
+
+def get_caller(
+    tenant: Annotated[str, Depends(require_tenant)],
     x_session_id: Annotated[str | None, Header(max_length=256)] = None,
-) -> str | None:
-    """The editor session: a newer request of the same session aborts the older one."""
-    return x_session_id
+) -> Caller:
+    return Caller(tenant, x_session_id)
 
 
 ServingDep = Annotated[Serving, Depends(get_serving)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[str | None, Depends(get_session_header)]
+CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -11,29 +11,82 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from service.engine import EngineOverloaded, InvalidRequest
+from service.engine import EngineOverloaded, EngineUnavailable, InvalidRequest, async_engine
 from service.prompt.builder import PromptTooLong
 
-# Seconds a client should wait before retrying when the engine's queue is full.
+# Seconds a client should wait before retrying when the engine's queue is full, or when this
+# server is going away (another replica, or this one restarted, answers the retry).
 RETRY_AFTER_S = 1
+
+# Status of a request that a newer request of its editor session replaced (nginx's "client
+# closed request"): its answer is worthless, and the newer one's is on its way. Not a 5xx or 409,
+# which HTTP clients retry on their own: a retry would in turn supersede the newer request.
+SUPERSEDED_STATUS = 499
 
 
 class ApiError(Exception):
-    """A request the server refuses, with the HTTP status and the reason."""
+    """A request the server refuses, with the HTTP status and the reason; `retry_after_s` when
+    the same request may succeed if sent again after that many seconds."""
 
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        retry_after_s: int | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+
+    def body(self) -> dict:
+        """The error object, as the JSON body and as a stream's last event."""
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        return {
+            "error": {
+                "message": self.message,
+                "type": kind,
+                "param": self.param,
+                "code": self.status,
+            }
+        }
+
+
+def aborted(cause: str | None) -> ApiError:
+    """The error for a request the engine aborted before it finished, by the abort's cause."""
+    if cause == async_engine.SUPERSEDED:
+        return ApiError(
+            SUPERSEDED_STATUS,
+            "superseded: a newer request of the same editor session (X-Session-Id, or Tabby's "
+            "`user`) replaced this one; show the newer request's answer, or send this one again "
+            "with another session id to have both",
+        )
+    if cause == async_engine.DISCONNECTED:
+        return ApiError(499, "the client closed the request")
+    if cause == async_engine.SHUTDOWN:
+        message = "the server is shutting down and stopped this request"
+    elif cause == async_engine.ENGINE_FAILED:
+        message = "the inference engine failed and this server is restarting"
+    else:  # a failed step, or refused on arrival: nothing wrong with the request itself
+        message = "the inference engine failed on this request's batch"
+    return ApiError(503, f"{message}; retry in {RETRY_AFTER_S} s", retry_after_s=RETRY_AFTER_S)
 
 
 def error_response(
     status: int, message: str, param: str | None = None, headers: dict | None = None
 ) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": status}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return api_error_response(ApiError(status, message, param), headers)
+
+
+def api_error_response(error: ApiError, headers: dict | None = None) -> JSONResponse:
+    headers = {**(error.headers or {}), **(headers or {})}
+    return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
 
 
 def describe_validation_errors(errors: list) -> tuple[str, str | None]:
@@ -66,7 +119,7 @@ async def on_http_exception(request: Request, exc: HTTPException):
 
 
 async def on_api_error(request: Request, exc: ApiError):
-    return error_response(exc.status, exc.message, exc.param)
+    return api_error_response(exc)
 
 
 async def on_invalid_request(request: Request, exc: InvalidRequest | PromptTooLong):
@@ -81,6 +134,10 @@ async def on_overloaded(request: Request, exc: EngineOverloaded):
     )
 
 
+async def on_engine_unavailable(request: Request, exc: EngineUnavailable):
+    return api_error_response(aborted(async_engine.ENGINE_FAILED))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(ValidationError, on_validation_error)
@@ -89,3 +146,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidRequest, on_invalid_request)
     app.add_exception_handler(PromptTooLong, on_invalid_request)
     app.add_exception_handler(EngineOverloaded, on_overloaded)
+    app.add_exception_handler(EngineUnavailable, on_engine_unavailable)

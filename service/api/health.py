@@ -9,10 +9,12 @@ import os
 import platform
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from service.api.dependencies import ServingDep
+from service.api.lifecycle import Lifecycle, get_lifecycle
 from service.api.schemas import HealthState, Version
 
 router = APIRouter(tags=["health"])
@@ -47,8 +49,19 @@ def cuda_devices() -> list[str]:
     return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
 
 
-@router.api_route("/v1/health", methods=["GET", "POST"], response_model=HealthState)
-async def health(serving: ServingDep) -> HealthState:
+@router.api_route(
+    "/v1/health",
+    methods=["GET", "POST"],
+    response_model=HealthState,
+    responses={503: {"description": "not ready: shutting down, or the engine failed"}},
+)
+async def health(
+    serving: ServingDep, lifecycle: Annotated[Lifecycle, Depends(get_lifecycle)]
+) -> HealthState:
+    """Readiness: 200 while this server takes completions, 503 from the moment it drains
+    (SIGTERM) or its engine has died."""
+    if (refusal := lifecycle.refusal()) is not None:
+        raise refusal
     return HealthState(
         model=serving.model_id,
         device=serving.device,

@@ -1,18 +1,19 @@
 """POST /infill: llama.cpp's fill-in-the-middle endpoint."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
-from service.api.dependencies import ServingDep, SessionDep
+from service.api.dependencies import CallerDep, ServingDep
 from service.api.dialects import llama_cpp
+from service.api.lifecycle import admit
 from service.api.schemas import InfillRequest, InfillResponse
 from service.api.streaming import sse_response
 
-router = APIRouter(tags=["completions"])
+router = APIRouter(tags=["completions"], dependencies=[Depends(admit)])
 
 
 @router.post("/infill", response_model=InfillResponse)
-async def infill(body: InfillRequest, request: Request, serving: ServingDep, session: SessionDep):
-    job = llama_cpp.job(body, serving, session)
+async def infill(body: InfillRequest, request: Request, serving: ServingDep, caller: CallerDep):
+    job = llama_cpp.job(body, serving, caller)
     timeout = llama_cpp.timeout_s(body, serving)
     if not body.stream:
         (completion,) = await serving.runner.complete(request, [job], timeout)

@@ -2,13 +2,27 @@
 
 Requests are validated strictly (a string where a number belongs is an error, not a guess);
 limits that depend on the server's settings (max_tokens, n) are checked in the routes.
+
+Every list (and map) a body can carry has a cap, refused with a 400 that names the field and the
+cap: each item costs work on every request or every generated token (20,000 stop strings slowed
+every request on the server 3x), and the body size limit alone allows hundreds of thousands.
 """
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.semantic.stopping import StopMode
+
+# Caps on what one body may carry (docs/security.md, "Tenants and faults").
+MAX_SNIPPETS = 64  # each of Tabby's declarations and snippet lists, llama.cpp's input_extra
+MAX_PROMPTS = 64  # an OpenAI prompt list (n x prompts is also held to --max-n)
+MAX_OPENAI_STOPS = 4  # OpenAI's own cap
+MAX_INFILL_STOPS = 16
+MAX_STOP_CHARS = 256  # each stop string is matched against the text after every token
+MAX_LOGIT_BIAS = 300  # OpenAI's own cap (the field is refused unless empty in any case)
+
+StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
 SEED = Field(None, ge=0, lt=2**63)
 # Beam search (extensions; the `openai` client sends them in `extra_body`): 1 = no beam search.
@@ -39,9 +53,13 @@ class TabbySegments(Request):
     suffix: str | None = None
     filepath: str | None = None
     git_url: str | None = None
-    declarations: list[Declaration] | None = None
-    relevant_snippets_from_changed_files: list[RelevantSnippet] | None = None
-    relevant_snippets_from_recently_opened_files: list[RelevantSnippet] | None = None
+    declarations: list[Declaration] | None = Field(None, max_length=MAX_SNIPPETS)
+    relevant_snippets_from_changed_files: list[RelevantSnippet] | None = Field(
+        None, max_length=MAX_SNIPPETS
+    )
+    relevant_snippets_from_recently_opened_files: list[RelevantSnippet] | None = Field(
+        None, max_length=MAX_SNIPPETS
+    )
     clipboard: str | None = None
 
 
@@ -101,7 +119,7 @@ class OpenAICompletionRequest(Request):
     presence_penalty: float | None = 0.0
     frequency_penalty: float | None = 0.0
     best_of: int | None = None
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = Field(None, max_length=MAX_LOGIT_BIAS)
     seed: int | None = SEED
     user: str | None = None
     stop_mode: StopMode = "none"  # our extension: code-aware stopping on request
@@ -114,16 +132,23 @@ class OpenAICompletionRequest(Request):
 
     @field_validator("prompt")
     @classmethod
-    def at_least_one_prompt(cls, prompt: str | list[str]) -> str | list[str]:
+    def one_to_max_prompts(cls, prompt: str | list[str]) -> str | list[str]:
         if isinstance(prompt, list) and not prompt:
             raise ValueError("the prompt list is empty")
+        if isinstance(prompt, list) and len(prompt) > MAX_PROMPTS:
+            raise ValueError(f"{len(prompt)} prompts; send at most {MAX_PROMPTS} in one request")
         return prompt
 
     @field_validator("stop")
     @classmethod
     def at_most_four_stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("at most 4 stop sequences")
+        if isinstance(stop, list) and len(stop) > MAX_OPENAI_STOPS:
+            raise ValueError(
+                f"{len(stop)} stop sequences; send at most {MAX_OPENAI_STOPS} (OpenAI's limit)"
+            )
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop sequence is longer than {MAX_STOP_CHARS} characters")
         return stop
 
     @property
@@ -184,12 +209,12 @@ class InfillExtra(Request):
 class InfillRequest(Request):
     input_prefix: str = ""
     input_suffix: str = ""
-    input_extra: list[InfillExtra] = []
+    input_extra: list[InfillExtra] = Field([], max_length=MAX_SNIPPETS)
     prompt: str = ""  # llama.cpp: text after the middle sentinel, i.e. the start of the middle
     n_predict: int = Field(-1, ge=-1)  # -1: the server's default
     n_indent: int = Field(0, ge=0)  # stop at a line indented less than this
     t_max_predict_ms: int = Field(0, ge=0)  # stop generating once this much time has passed
-    stop: list[str] = []
+    stop: list[StopString] = Field([], max_length=MAX_INFILL_STOPS)
     cache_prompt: bool = True  # always on: the engine reuses every cached prefix
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)

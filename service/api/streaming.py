@@ -1,15 +1,26 @@
-"""Server-sent events: one `data: <json>` line per chunk, and OpenAI's closing `data: [DONE]`."""
+"""Server-sent events: one `data: <json>` line per chunk, and OpenAI's closing `data: [DONE]`.
+
+A stream the server has to end early (its request superseded, the engine failed, the server
+shutting down) ends with an error event, `data: {"error": {...}}` (what the `openai` client
+raises on, and llama.cpp's server sends), then `[DONE]` where the dialect has it: never a
+stream cut without an end, nor one that looks finished.
+"""
 
 import json
 from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
+from service.api.errors import ApiError
+
 
 def sse_response(chunks: AsyncIterator[dict], done_marker: bool) -> StreamingResponse:
     async def lines() -> AsyncIterator[str]:
-        async for chunk in chunks:
-            yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+        try:
+            async for chunk in chunks:
+                yield event(chunk)
+        except ApiError as error:
+            yield event(error.body())
         if done_marker:
             yield "data: [DONE]\n\n"
 
@@ -19,3 +30,7 @@ def sse_response(chunks: AsyncIterator[dict], done_marker: bool) -> StreamingRes
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def event(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"

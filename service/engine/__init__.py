@@ -1,6 +1,6 @@
 """The inference engine: continuous batching over a paged KV cache with prefix reuse."""
 
-from service.engine.async_engine import AsyncEngine, EngineOverloaded
+from service.engine.async_engine import AsyncEngine, EngineOverloaded, EngineUnavailable
 from service.engine.config import EngineConfig
 from service.engine.llm_engine import InvalidRequest, LLMEngine
 from service.engine.output_processor import RequestOutput
@@ -10,6 +10,7 @@ __all__ = [
     "AsyncEngine",
     "EngineConfig",
     "EngineOverloaded",
+    "EngineUnavailable",
     "InvalidRequest",
     "LLMEngine",
     "RequestOutput",

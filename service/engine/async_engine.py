@@ -3,7 +3,13 @@
 Requests and aborts cross to the engine thread through a queue; outputs come back to each
 request's asyncio queue. A newer request of the same editor session aborts the older one, and a
 request whose consumer goes away (client disconnect, cancelled task) is aborted too: the engine
-drops it before its next step and frees its blocks, keeping full ones for prefix reuse.
+drops it before its next step and frees its blocks, keeping full ones for prefix reuse. An
+aborted request's last output says why (`abort_cause`), so the API never passes a cut answer
+off as a finished one.
+
+If the engine thread itself dies (a bug outside a step), every request in flight ends at once
+with the cause "engine_failed", new ones are refused with EngineUnavailable, and `on_failure` is
+called (from the dying thread) so the server can report unhealthy and exit.
 
 Outputs are cumulative (the text so far), so a request's stream is paced: its first output and
 its last go out at once, the ones between at most every `stream_interval_ms`, each later one
@@ -13,14 +19,15 @@ output a step, a streamed keystroke request took 56-59 ms, against 50-51 ms with
 """
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Hashable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from service.engine import metrics
 from service.engine.config import EngineConfig
@@ -36,28 +43,52 @@ class EngineOverloaded(RuntimeError):
     """Too many requests in flight; the client should retry after a short wait."""
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine thread has died; this process answers nothing more and is exiting."""
+
+
+# Why an aborted request ended, on its last output's `abort_cause`.
+SUPERSEDED = "superseded"  # a newer request of the same editor session replaced it
+DISCONNECTED = "disconnect"  # its consumer went away
+STEP_FAILED = "engine_error"  # a step raised: every request in it was aborted
+ENGINE_FAILED = "engine_failed"  # the engine thread died
+SHUTDOWN = "shutdown"  # the server stopped it while shutting down
+REJECTED = "rejected"  # the engine refused it on arrival
+
+
 @dataclass
 class _Add:
     request_id: str
     prompt_token_ids: list[int]
     params: SamplingParams
+    cache_salt: str | None
 
 
 @dataclass
 class _Abort:
     request_id: str
+    cause: str
 
 
 class AsyncEngine:
-    def __init__(self, config: EngineConfig):
+    def __init__(
+        self,
+        config: EngineConfig,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ):
         self.config = config
+        self.on_failure = on_failure
+        self.failure: BaseException | None = None  # what killed the engine thread, if it died
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
-        self._sessions: dict[str, str] = {}  # session id -> its latest request id
+        # Editor session (any hashable key; the API's is tenant and session id) -> its latest
+        # request id.
+        self._sessions: dict[Hashable, str] = {}
         # Engine thread only: the latest output not yet handed over, and when each request's
         # last one was.
         self._held: dict[str, Sequence] = {}
         self._sent_at: dict[str, float] = {}
+        self._causes: dict[str, str] = {}  # why each aborted request not yet delivered ended
         self._interval_s = config.stream_interval_ms / 1000
         self._stopped = threading.Event()
         built: Future[LLMEngine] = Future()  # the engine, or what stopped it, from its thread
@@ -70,6 +101,14 @@ class AsyncEngine:
     def max_positions(self) -> int:
         return self.engine.max_positions
 
+    @property
+    def alive(self) -> bool:
+        return self.failure is None and self._thread.is_alive()
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._streams)
+
     def shutdown(self) -> None:
         self._stopped.set()
         self._commands.put(None)
@@ -80,10 +119,14 @@ class AsyncEngine:
         prompt_token_ids: list[int],
         params: SamplingParams,
         request_id: str | None = None,
-        session_id: str | None = None,
+        session_id: Hashable | None = None,
+        cache_salt: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
-        """Stream the request's outputs; raises InvalidRequest or EngineOverloaded up front."""
+        """Stream the request's outputs; raises InvalidRequest, EngineOverloaded or
+        EngineUnavailable up front. Requests with different `cache_salt`s never share cached
+        prefix blocks."""
         request_id = request_id or uuid.uuid4().hex
+        self._check_alive()
         self.engine.validate(prompt_token_ids, params)
         if len(self._streams) >= self.config.max_num_seqs + self.config.max_waiting:
             raise EngineOverloaded(f"{len(self._streams)} requests in flight")
@@ -91,8 +134,19 @@ class AsyncEngine:
             self.supersede(session_id, request_id)
         stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
-        self._commands.put(_Add(request_id, prompt_token_ids, params))
+        try:
+            # The dying thread sets `failure` before it ends the streams it finds: a stream
+            # registered after that is refused here instead of waiting for an answer forever.
+            self._check_alive()
+        except EngineUnavailable:
+            del self._streams[request_id]
+            raise
+        self._commands.put(_Add(request_id, prompt_token_ids, params, cache_salt))
         return self._stream(request_id, stream, session_id)
+
+    def _check_alive(self) -> None:
+        if not self.alive:
+            raise EngineUnavailable(f"the engine thread died ({type(self.failure).__name__})")
 
     async def _stream(self, request_id, stream, session_id) -> AsyncIterator[RequestOutput]:
         finished = False
@@ -106,20 +160,27 @@ class AsyncEngine:
             if session_id is not None and self._sessions.get(session_id) == request_id:
                 del self._sessions[session_id]
             if not finished:
-                metrics.CANCELLED.labels("disconnect").inc()
-                self._commands.put(_Abort(request_id))
+                metrics.CANCELLED.labels(DISCONNECTED).inc()
+                self._commands.put(_Abort(request_id, DISCONNECTED))
 
-    def supersede(self, session_id: str, request_id: str) -> None:
+    def supersede(self, session_id: Hashable, request_id: str) -> None:
         """Make request_id the session's latest; abort the older request of that session."""
         older = self._sessions.get(session_id)
         self._sessions[session_id] = request_id
         if older is not None and older in self._streams:
-            metrics.CANCELLED.labels("superseded").inc()
-            self.abort(older)
+            metrics.CANCELLED.labels(SUPERSEDED).inc()
+            self.abort(older, SUPERSEDED)
 
-    def abort(self, request_id: str) -> None:
-        """Stop the request within one engine step; its stream ends with finish_reason 'abort'."""
-        self._commands.put(_Abort(request_id))
+    def abort(self, request_id: str, cause: str = DISCONNECTED) -> None:
+        """Stop the request within one engine step; its stream ends with finish_reason 'abort'
+        and `abort_cause` set to `cause`."""
+        self._commands.put(_Abort(request_id, cause))
+
+    def abort_all(self, cause: str) -> None:
+        """Abort every request in flight (shutting down past the drain deadline)."""
+        for request_id in list(self._streams):
+            metrics.CANCELLED.labels(cause).inc()
+            self.abort(request_id, cause)
 
     def stats(self) -> dict:
         blocks = self.engine.block_manager
@@ -143,7 +204,26 @@ class AsyncEngine:
             built.set_exception(error)
             return
         built.set_result(self.engine)
-        self._loop()
+        metrics.watch_blocks(self.engine.block_manager)
+        try:
+            self._loop()
+        except BaseException as error:  # outside a step: this thread cannot go on
+            self._fail(error)
+
+    def _fail(self, error: BaseException) -> None:
+        """Report the failure, then end every request in flight at once; nothing is retried
+        here, since the engine's state after an unexpected error cannot be trusted. The owner
+        hears first, so a client given its 503 already finds the server reporting unhealthy."""
+        self.failure = error
+        log.critical("engine thread died; failing all requests", exc_info=error)
+        if self.on_failure is not None:
+            self.on_failure(error)
+        for request_id, (loop, stream) in list(self._streams.items()):
+            output = RequestOutput(
+                request_id, "", [], True, "abort", 0, 0, abort_cause=ENGINE_FAILED
+            )
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(stream.put_nowait, output)
 
     def _loop(self) -> None:
         while not self._stopped.is_set():
@@ -155,6 +235,8 @@ class AsyncEngine:
             except Exception:  # a bug must not kill the thread and hang every request
                 log.exception("engine step failed; aborting its requests")
                 changed = self._abort_all()
+                for seq in changed:
+                    self._causes[seq.request_id] = STEP_FAILED
             for seq in changed:
                 self._held[seq.request_id] = seq
             self._hand_over_due()
@@ -185,7 +267,10 @@ class AsyncEngine:
                 return  # aborted before it arrived
             try:
                 self.engine.add_request(
-                    command.request_id, command.prompt_token_ids, command.params
+                    command.request_id,
+                    command.prompt_token_ids,
+                    command.params,
+                    cache_salt=command.cache_salt,
                 )
             except InvalidRequest:
                 log.exception("request %s rejected by the engine", command.request_id)
@@ -194,6 +279,7 @@ class AsyncEngine:
             seq = self.engine.abort(command.request_id)
             self._held.pop(command.request_id, None)
             if seq is not None:
+                self._causes[seq.request_id] = command.cause
                 self._deliver(OutputProcessor.to_output(seq))
 
     def _abort_all(self):
@@ -203,6 +289,9 @@ class AsyncEngine:
     def _deliver(self, output: RequestOutput) -> None:
         if output.finished:
             self._sent_at.pop(output.request_id, None)
+            cause = self._causes.pop(output.request_id, None)
+            if output.finish_reason == "abort":
+                output = replace(output, abort_cause=cause or DISCONNECTED)
         target = self._streams.get(output.request_id)
         if target is not None:
             loop, stream = target
@@ -218,4 +307,5 @@ def _rejected(command: _Add) -> RequestOutput:
         finish_reason="abort",
         num_prompt_tokens=len(command.prompt_token_ids),
         num_cached_tokens=0,
+        abort_cause=REJECTED,
     )

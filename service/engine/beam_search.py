@@ -308,7 +308,14 @@ def penalized(
 
 def branch(seq: Sequence) -> Sequence:
     """A new sequence with the same tokens, text and timings, and no KV cache of its own yet."""
-    copy = Sequence(seq.request_id, list(seq.token_ids), seq.params, text=seq.text, score=seq.score)
+    copy = Sequence(
+        seq.request_id,
+        list(seq.token_ids),
+        seq.params,
+        cache_salt=seq.cache_salt,
+        text=seq.text,
+        score=seq.score,
+    )
     copy.num_prompt_tokens, copy.num_cached_tokens = seq.num_prompt_tokens, seq.num_cached_tokens
     copy.raw_text = seq.raw_text
     copy.arrival_time, copy.first_token_time = seq.arrival_time, seq.first_token_time

@@ -5,6 +5,10 @@ hashes mean equal prefixes (the tokens are compared too, against collisions). Wh
 keystroke's prompt starts with the previous one, its leading blocks are found by hash and only
 the new tokens are computed. Blocks nobody references stay in the cache, in least-recently-used
 order, until a new allocation needs them.
+
+A sequence's `cache_salt` starts its chain: sequences of different salts never share a block,
+so a tenant cannot learn from the timing of its own requests what another tenant's prompts
+held (the server's --isolate-tenants salts each request with its tenant).
 """
 
 from collections import OrderedDict
@@ -24,6 +28,11 @@ class Block:
 
 def chain_hash(token_ids: list[int], previous: int | None) -> int:
     return hash((previous, tuple(token_ids)))
+
+
+def chain_start(seq: Sequence) -> int | None:
+    """The hash a sequence's first block chains from: its salt's, or None without one."""
+    return None if seq.cache_salt is None else hash(("cache_salt", seq.cache_salt))
 
 
 class BlockManager:
@@ -47,12 +56,15 @@ class BlockManager:
         assert not seq.block_table and seq.num_computed_tokens == 0
         # The last token is always computed, for its logits: leave its block out of the match.
         num_full = (len(seq) - 1) // self.block_size
-        previous = None
+        previous = chain_start(seq)
         for i in range(num_full):
             tokens = seq.block_tokens(i, self.block_size)
             h = chain_hash(tokens, previous)
             block_id = self.cached.get(h)
-            if block_id is None or self.blocks[block_id].token_ids != tokens:
+            if block_id is None:
+                break
+            block = self.blocks[block_id]  # compared too: equal hashes may still differ
+            if block.token_ids != tokens or block.parent != previous:
                 break
             self._take(block_id)
             seq.block_table.append(block_id)
@@ -83,7 +95,7 @@ class BlockManager:
         draft tokens are computed before they join the sequence: their blocks wait a step.)"""
         filled = min(seq.num_computed_tokens, len(seq)) // self.block_size
         for i in range(len(seq.block_hashes), filled):
-            previous = seq.block_hashes[-1] if seq.block_hashes else None
+            previous = seq.block_hashes[-1] if seq.block_hashes else chain_start(seq)
             tokens = seq.block_tokens(i, self.block_size)
             h = chain_hash(tokens, previous)
             seq.block_hashes.append(h)

@@ -74,10 +74,15 @@ class LLMEngine:
             raise InvalidRequest("prompt plus max_tokens exceed the KV cache; send less context")
 
     def add_request(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        cache_salt: str | None = None,
     ) -> None:
+        """Admit a request; only requests with the same `cache_salt` share prefix blocks."""
         self.validate(prompt_token_ids, params)
-        seq = Sequence(request_id, list(prompt_token_ids), params)
+        seq = Sequence(request_id, list(prompt_token_ids), params, cache_salt=cache_salt)
         self.seqs[request_id] = seq
         if params.beam_search:
             self.beam_search.add(seq)
@@ -127,7 +132,7 @@ class LLMEngine:
             self._on_beams_finished(request)
             sampled.append(request)
         elapsed = time.perf_counter() - start
-        metrics.observe_step(num_decodes, len(chunks) - num_decodes, elapsed, self.block_manager)
+        metrics.observe_step(num_decodes, len(chunks) - num_decodes, elapsed)
         return sampled
 
     @staticmethod

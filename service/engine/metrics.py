@@ -32,12 +32,17 @@ KV_BLOCKS_USED = Gauge("engine_kv_blocks_used", "KV cache blocks referenced by l
 KV_BLOCKS_TOTAL = Gauge("engine_kv_blocks_total", "KV cache blocks")
 
 
-def observe_step(num_decodes: int, num_prefills: int, seconds: float, blocks: BlockManager) -> None:
+def watch_blocks(blocks: BlockManager) -> None:
+    """Read the KV block gauges at scrape time: set after steps only, they would go on showing
+    the blocks of requests aborted since the last step (a burst of disconnects) as used."""
+    KV_BLOCKS_USED.set_function(lambda: blocks.num_used_blocks)
+    KV_BLOCKS_TOTAL.set_function(lambda: len(blocks.blocks))
+
+
+def observe_step(num_decodes: int, num_prefills: int, seconds: float) -> None:
     phase = "mixed" if num_decodes and num_prefills else "decode" if num_decodes else "prefill"
     STEP_TIME.labels(phase).observe(seconds)
     BATCH_SIZE.observe(num_decodes + num_prefills)
-    KV_BLOCKS_USED.set(blocks.num_used_blocks)
-    KV_BLOCKS_TOTAL.set(len(blocks.blocks))
 
 
 def observe_first_token(seq: Sequence) -> None:

@@ -28,6 +28,8 @@ class RequestOutput:
     num_prompt_tokens: int
     num_cached_tokens: int
     candidates: list[Candidate] = field(default_factory=list)  # beam search: distinct, best first
+    # Why an "abort" ended the request (service/engine/async_engine.py names the causes).
+    abort_cause: str | None = None
 
 
 class OutputProcessor:

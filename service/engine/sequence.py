@@ -20,6 +20,9 @@ class Sequence:
     request_id: str
     token_ids: list[int]
     params: SamplingParams
+    # Prefix blocks are shared only between sequences of equal salt (the tenant, when the
+    # server isolates tenants): the salt starts the chain of block hashes.
+    cache_salt: str | None = None
     num_prompt_tokens: int = 0
     num_computed_tokens: int = 0  # tokens whose K/V are in the cache
     num_cached_tokens: int = 0  # of those, how many came from the prefix cache

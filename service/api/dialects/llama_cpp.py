@@ -9,7 +9,7 @@ files go into the prompt as comment lines, and code-aware stopping is on ("auto"
 import uuid
 
 from service.api.completion_runner import Completion, Delta, Job
-from service.api.dependencies import Serving
+from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import check_limits, sampling_params, with_line_beams
 from service.api.errors import ApiError
 from service.api.schemas import InfillRequest, InfillResponse, InfillTimings
@@ -20,7 +20,7 @@ from service.semantic.stopping import block_stop_rule
 DEFAULT_N_PREDICT = 64
 
 
-def job(body: InfillRequest, serving: Serving, session: str | None) -> Job:
+def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
     max_tokens = DEFAULT_N_PREDICT if body.n_predict == -1 else body.n_predict
     if max_tokens == 0:
         raise ApiError(400, "n_predict is 0: ask for at least one token", "n_predict")
@@ -51,9 +51,10 @@ def job(body: InfillRequest, serving: Serving, session: str | None) -> Job:
         params = with_line_beams(params, serving.settings)
     return Job(
         request_id=f"infill-{uuid.uuid4()}",
+        tenant=caller.tenant,
         prompt=prompt,
         params=params,
-        session_id=session,
+        session=caller.session(),
         drop_overlap=body.stop_mode != "none",
     )
 
@@ -66,8 +67,6 @@ def timeout_s(body: InfillRequest, serving: Serving) -> float:
 def stop_type(completion: Completion, serving: Serving) -> str:
     if completion.finish_reason == "length":
         return "limit"
-    if completion.finish_reason == "abort":
-        return "none"
     if completion.last_token_id in serving.special_token_ids:
         return "eos"
     return "word"  # a stop string or the code-aware stop rule

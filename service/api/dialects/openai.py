@@ -12,7 +12,7 @@ import time
 import uuid
 
 from service.api.completion_runner import Completion, Delta, Job
-from service.api.dependencies import Serving
+from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
     sampling_params,
@@ -30,12 +30,7 @@ from service.api.schemas import (
 from service.prompt.builder import CompletionInput
 
 
-def finish_reason(reason: str | None) -> str | None:
-    # A request cut short (aborted by a newer request of its session) returns what it had.
-    return "stop" if reason == "abort" else reason
-
-
-def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -> list[Job]:
+def jobs(body: OpenAICompletionRequest, serving: Serving, caller: Caller) -> list[Job]:
     if reason := body.unsupported():
         raise ApiError(400, reason)
     max_tokens = body.max_tokens or 16
@@ -45,9 +40,10 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -
         raise ApiError(400, "the prompt is empty: send some text to complete", "prompt")
     completion_id = f"cmpl-{uuid.uuid4()}"
     if body.num_beams > 1:
-        return [beam_job(body, serving, session, max_tokens, suffix, completion_id)]
+        return [beam_job(body, serving, caller, max_tokens, suffix, completion_id)]
     if knobs := sorted(set(BEAM_KNOBS) & body.model_fields_set):
         raise ApiError(400, f"{knobs[0]} applies to beam search: send num_beams > 1", knobs[0])
+    session = caller.session()
     result = []
     for text in body.prompts:
         prompt = serving.builder.build(CompletionInput(prefix=text, suffix=suffix), max_tokens)
@@ -67,9 +63,10 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -
             result.append(
                 Job(
                     request_id=f"{completion_id}-{index}",
+                    tenant=caller.tenant,
                     prompt=prompt,
                     params=params,
-                    session_id=None if session is None else f"{session}/{index}",
+                    session=None if session is None else session.choice(index),
                     drop_overlap=body.stop_mode != "none",
                 )
             )
@@ -79,7 +76,7 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, session: str | None) -
 def beam_job(
     body: OpenAICompletionRequest,
     serving: Serving,
-    session: str | None,
+    caller: Caller,
     max_tokens: int,
     suffix: str,
     completion_id: str,
@@ -114,9 +111,10 @@ def beam_job(
     )
     return Job(
         request_id=f"{completion_id}-0",
+        tenant=caller.tenant,
         prompt=prompt,
         params=params,
-        session_id=session,
+        session=caller.session(),
         drop_overlap=body.stop_mode != "none",
         num_choices=body.n,
     )
@@ -136,7 +134,7 @@ def response(
         created=int(time.time()),
         model=model,
         choices=[
-            OpenAIChoice(text=c.text, index=c.index, finish_reason=finish_reason(c.finish_reason))
+            OpenAIChoice(text=c.text, index=c.index, finish_reason=c.finish_reason)
             for c in completions
         ],
         usage=Usage(
@@ -153,8 +151,6 @@ def chunk(jobs: list[Job], delta: Delta, model: str, created: int) -> dict:
         created=created,
         model=model,
         choices=[
-            OpenAIChoice(
-                text=delta.text, index=delta.index, finish_reason=finish_reason(delta.finish_reason)
-            )
+            OpenAIChoice(text=delta.text, index=delta.index, finish_reason=delta.finish_reason)
         ],
     ).model_dump(exclude_none=False, exclude={"usage"})

@@ -13,7 +13,7 @@ neither field.
 import uuid
 
 from service.api.completion_runner import Completion, Job
-from service.api.dependencies import Serving
+from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
     sampling_params,
@@ -66,7 +66,7 @@ def build_prompt(body: TabbyCompletionRequest, serving: Serving, max_tokens: int
     return serving.builder.build(request, max_tokens)
 
 
-def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | None) -> Job:
+def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
     check_limits(serving.settings, MAX_TOKENS, 1, "max_tokens")
     prompt = build_prompt(body, serving, MAX_TOKENS)
     temperature = body.temperature or 0.0
@@ -90,9 +90,10 @@ def job(body: TabbyCompletionRequest, serving: Serving, session_header: str | No
     params = with_line_beams(params, serving.settings)
     return Job(
         request_id=f"cmpl-{uuid.uuid4()}",
+        tenant=caller.tenant,
         prompt=prompt,
         params=params,
-        session_id=session_header or body.user,
+        session=caller.session(body.user),
         drop_overlap=body.stop_mode != "none",
     )
 
