@@ -1,6 +1,7 @@
 """Start the real server, `python -m service serve`, on a free port for end-to-end tests."""
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -20,12 +21,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclasses.dataclass
+class ServerProcess:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
 @contextlib.contextmanager
-def running_server(model_dir: Path, *flags: str, startup_s: float = 120) -> Iterator[str]:
-    """Yield the base URL of a server process serving `model_dir`; stop it afterwards."""
+def server_process(
+    model_dir: Path, *flags: str, module: str = "service", startup_s: float = 120
+) -> Iterator[ServerProcess]:
+    """A server process (`python -m <module> serve`) serving `model_dir`, healthy; stopped
+    afterwards if the test has not ended it. `module` may be a test's wrapper of the server."""
     port = free_port()
-    command = [sys.executable, "-m", "service", "serve", "--model", str(model_dir)]
-    with open(model_dir.parent / f"server-{port}.log", "w+") as log:
+    command = [sys.executable, "-m", module, "serve", "--model", str(model_dir)]
+    log_path = model_dir.parent / f"server-{port}.log"
+    with open(log_path, "w+") as log:
         process = subprocess.Popen(
             [*command, "--port", str(port), *flags],
             cwd=REPO,
@@ -36,7 +51,7 @@ def running_server(model_dir: Path, *flags: str, startup_s: float = 120) -> Iter
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_until_healthy(base_url, process, log, startup_s)
-            yield base_url
+            yield ServerProcess(base_url, process, log_path)
         finally:
             process.terminate()
             try:
@@ -44,6 +59,13 @@ def running_server(model_dir: Path, *flags: str, startup_s: float = 120) -> Iter
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextlib.contextmanager
+def running_server(model_dir: Path, *flags: str, startup_s: float = 120) -> Iterator[str]:
+    """Yield the base URL of a server process serving `model_dir`; stop it afterwards."""
+    with server_process(model_dir, *flags, startup_s=startup_s) as server:
+        yield server.url
 
 
 def wait_until_healthy(base_url: str, process: subprocess.Popen, log, startup_s: float) -> None:

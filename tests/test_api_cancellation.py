@@ -1,10 +1,7 @@
 """Cancellation, overload and deadlines against the real server process over real HTTP.
 
-The long request asks for 16,000 tokens of a random 12-layer Llama without speculation (a random
-model's greedy text loops, which drafts from the context would race through): ≈1.3 ms a token
-here, so it runs for many times the 3 s deadline, and a test can act while it runs however much
-faster the engine gets. Its head never favours a special token, so no request ends early at an
-end-of-text the random weights happened to pick.
+The long request runs on tests/slow_checkpoint.py's model for many times the 3 s deadline, so a
+test can act while it runs.
 """
 
 import asyncio
@@ -12,39 +9,19 @@ import time
 
 import httpx
 import pytest
-from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer
 
 from tests.service_process import running_server
-from tests.tiny_checkpoints import build_checkpoint
+from tests.slow_checkpoint import LONG, SLOW_SERVER_FLAGS, build_slow_checkpoint
 
-LONG = {"prompt": "import os\n", "max_tokens": 16_000, "temperature": 0}
 TIMEOUT_S = 3.0
 
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
-    model = build_checkpoint(
-        tmp_path_factory.mktemp("slow") / "model",
-        "llama_gqa",
-        max_position_embeddings=16_384,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=12,
-    )
-    never_special_tokens(model)
-    flags = ["--max-num-seqs", "2", "--max-waiting", "0", "--max-n", "3"]
-    flags += ["--speculative-tokens", "0", "--max-tokens-limit", "16000"]
+    model = build_slow_checkpoint(tmp_path_factory.mktemp("slow") / "model")
+    flags = ["--max-num-seqs", "2", "--max-waiting", "0", "--max-n", "3", *SLOW_SERVER_FLAGS]
     with running_server(model, *flags, "--request-timeout-s", str(TIMEOUT_S)) as url:
         yield url
-
-
-def never_special_tokens(model) -> None:
-    """Zero the head's rows of special tokens: their logit is 0, below the best of ~1000 others."""
-    weights = load_file(model / "model.safetensors")
-    special = Tokenizer.from_file(str(model / "tokenizer.json")).get_added_tokens_decoder()
-    weights["lm_head.weight"][list(special)] = 0.0
-    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
 
 
 def counter(base_url: str, name: str, **labels) -> float:
