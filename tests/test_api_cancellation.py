@@ -5,6 +5,7 @@ test can act while it runs.
 """
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -93,6 +94,28 @@ def test_newer_request_of_the_session_aborts_the_older(base_url):
     assert "superseded" in older.json()["error"]["message"]
     assert elapsed < 2.0
     assert counter(base_url, "engine_cancellations_total", cause="superseded") == before + 1
+
+
+def test_superseded_stream_ends_with_an_error_event_not_a_finish(base_url):
+    headers = {"X-Session-Id": "editor-2"}
+
+    async def keystrokes():
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
+            async with client.stream(
+                "POST", "/v1/completions", json={**LONG, "stream": True}
+            ) as older:
+                lines = older.aiter_lines()
+                assert (await anext(lines)).startswith("data: ")
+                newer = await client.post("/v1/completions", json={**LONG, "max_tokens": 4})
+                events = [line async for line in lines if line]
+            return events, newer
+
+    events, newer = asyncio.run(keystrokes())
+    assert newer.status_code == 200
+    assert events[-1] == "data: [DONE]"
+    error = json.loads(events[-2].removeprefix("data: "))["error"]
+    assert error["code"] == 499 and "superseded" in error["message"]
+    assert not any('"finish_reason": "stop"' in event for event in events)
 
 
 def test_full_queue_gets_503_with_retry_after(base_url):
