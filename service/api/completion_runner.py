@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from starlette.requests import Request
 
-from service.api.errors import ApiError, aborted
+from service.api.errors import ApiError, aborted, no_output
 from service.cache import CacheQuery, SuggestionCache
 from service.engine import AsyncEngine, RequestOutput, SamplingParams
 from service.logging_setup import prompt_for_log
@@ -279,6 +279,7 @@ class CompletionRunner:
             for i, (job, stream) in enumerate(zip(jobs, streams, strict=True))
         ]
         unfinished = set(range(len(jobs)))
+        answered = False  # a delta went out: past the deadline, the stream ends as cut short
         running = len(pumps)
         deadline = asyncio.get_running_loop().time() + timeout_s
         try:
@@ -289,6 +290,8 @@ class CompletionRunner:
                 try:
                     delta = await asyncio.wait_for(deltas.get(), max(left, 0))
                 except TimeoutError:
+                    if not answered:
+                        raise no_output(timeout_s) from None
                     break
                 if delta is None:
                     running -= 1
@@ -297,6 +300,7 @@ class CompletionRunner:
                     raise delta
                 if delta.finish_reason is not None:
                     unfinished.discard(delta.index)
+                answered = True
                 yield delta
             for index in sorted(unfinished):  # past the deadline: end them as if out of tokens
                 yield Delta(index, "", "length")
@@ -324,7 +328,9 @@ async def collect(
                         if finish_reason == "abort":
                             raise aborted(output.abort_cause)
         except TimeoutError:
-            pass  # return what there is, as if max_tokens had been reached
+            if last is None:  # not a token by the deadline: nothing to answer with
+                raise no_output(timeout_s) from None
+            # Else return what there is, as if max_tokens had been reached.
     elapsed_s = time.perf_counter() - started
     if last is not None and last.candidates:
         return beam_completions(job, last, first_output_s, elapsed_s)

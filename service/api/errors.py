@@ -58,6 +58,17 @@ class ApiError(Exception):
         }
 
 
+def no_output(timeout_s: float) -> ApiError:
+    """A request that got no token before its deadline (queued behind others the whole time):
+    an empty 200 would look like a completion that found nothing to say."""
+    return ApiError(
+        503,
+        f"no output within the {timeout_s:g} s deadline: the server is busy; retry in "
+        f"{RETRY_AFTER_S} s",
+        retry_after_s=RETRY_AFTER_S,
+    )
+
+
 def aborted(cause: str | None) -> ApiError:
     """The error for a request the engine aborted before it finished, by the abort's cause."""
     if cause == async_engine.SUPERSEDED:
