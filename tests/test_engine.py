@@ -343,6 +343,34 @@ def test_engine_thread_dying_fails_requests_at_once_and_refuses_new_ones(checkpo
     assert [str(error) for error in failures] == ["a bug outside a step"]
 
 
+def test_a_failed_step_aborts_its_requests_with_their_cause_and_the_engine_goes_on(
+    checkpoint, tokenizer
+):
+    async def scenario():
+        engine = AsyncEngine(EngineConfig(model_path=checkpoint, num_threads=1))
+        try:
+            step = engine.engine.step
+            calls = 0
+
+            def fails_once():
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    raise RuntimeError("a bug in a step")
+                return step()
+
+            engine.engine.step = fails_once
+            ids = tokenizer.encode(PROMPTS[0]).ids
+            last = await asyncio.wait_for(collect_last(engine.generate(ids, greedy(8), "a")), 10)
+            assert (last.finish_reason, last.abort_cause) == ("abort", async_engine.STEP_FAILED)
+            last = await asyncio.wait_for(collect_last(engine.generate(ids, greedy(8), "b")), 10)
+            assert last.finish_reason == "length" and engine.alive
+        finally:
+            engine.shutdown()
+
+    asyncio.run(scenario())
+
+
 async def collect_last(stream):
     last = None
     async for output in stream:

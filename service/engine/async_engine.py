@@ -290,8 +290,8 @@ class AsyncEngine:
         if output.finished:
             self._sent_at.pop(output.request_id, None)
             cause = self._causes.pop(output.request_id, None)
-            if output.finish_reason == "abort":
-                output = replace(output, abort_cause=cause or DISCONNECTED)
+            if output.finish_reason == "abort" and cause is not None:
+                output = replace(output, abort_cause=cause)
         target = self._streams.get(output.request_id)
         if target is not None:
             loop, stream = target
