@@ -13,7 +13,10 @@ import time
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
+from service.app import create_app
+from service.settings import Settings
 from tests.faulty_service import KILL_ENGINE_SIGNAL
 from tests.redis_server import RedisServer
 from tests.scripted_checkpoint import SCRIPT, build_scripted_checkpoint
@@ -138,6 +141,27 @@ def test_engine_thread_killed_mid_load(slow_model):
             pass  # already exited
         assert wait_exit(server.process) == 70
         assert "engine thread died" in server.log()
+
+
+def test_a_dead_engine_makes_health_and_completions_503(scripted_model):
+    """In-process, so the server cannot have exited before the checks: once the engine thread
+    dies, readiness and every completion route say 503 + Retry-After."""
+    with TestClient(create_app(Settings(model=scripted_model, device="cpu"))) as client:
+        body = {"input_prefix": "def add(a, b):\n    return a +", "input_suffix": "\n"}
+        assert client.post("/infill", json=body).status_code == 200
+        engine = client.app.state.serving.engine
+
+        def dies(block: bool) -> None:
+            raise RuntimeError("a bug in the engine's loop")
+
+        engine._drain_commands = dies
+        engine.abort("wake-up")  # the idle thread wakes, loops and dies
+        deadline = time.monotonic() + FAIL_FAST_S
+        while engine.alive and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert_retryable(client.get("/v1/health"), "engine failed")
+        assert_retryable(client.post("/infill", json=body), "engine failed")
+        assert_retryable(client.post("/v1/completions", json={"prompt": "x"}), "engine failed")
 
 
 # --- Redis --------------------------------------------------------------------------------------
