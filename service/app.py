@@ -70,7 +70,6 @@ def start_serving(settings: Settings, lifecycle: Lifecycle) -> Serving:
                 settings.redis_url, settings.cache_ttl_s, settings.cache_max_entries
             ),
             model=f"{settings.model.resolve().name}@{model_revision(settings.model)}",
-            isolate_tenants=settings.isolate_tenants,
         ),
         special_token_ids=frozenset(
             i for i, token in engine.tokenizer.get_added_tokens_decoder().items() if token.special

@@ -120,9 +120,9 @@ class Settings:
     )
     isolate_tenants: bool = setting(
         False,
-        "tenants share no KV prefix-cache blocks (no tenant can time another's prompts; each "
-        "tenant's first keystroke recomputes its whole prompt); suggestion-cache entries are "
-        "per tenant in any case",
+        "tenants share no KV prefix-cache blocks nor kept prompt beginnings (no tenant can time "
+        "another's prompts; each tenant's first keystroke computes its whole prompt); "
+        "suggestion-cache entries are per tenant in any case",
     )
     drain_timeout_s: float = setting(
         10.0,

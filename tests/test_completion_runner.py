@@ -37,7 +37,8 @@ class NotDisconnected:
 
 def job() -> Job:
     prompt = Prompt([1, 2, 3], forced_prefix="", prefix="x = ", suffix="", newline="\n")
-    return Job("r", "acme", prompt, SamplingParams(max_tokens=8), None, drop_overlap=False)
+    params = SamplingParams(max_tokens=8)
+    return Job("r", "acme", None, prompt, params, None, drop_overlap=False)
 
 
 def assert_no_output_error(error: ApiError) -> None:

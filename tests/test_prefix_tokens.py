@@ -77,3 +77,32 @@ def test_other_pre_tokenizers_encode_whole_texts():
     text = textwrap.dedent(CODE[:3000])
     got = tokens.encode(text)
     assert (got.ids, got.offsets) == whole(tokenizer, text) and not tokens.beginnings
+
+
+def test_beginnings_are_kept_per_salt():
+    """A tenant's prefix is never encoded from another tenant's kept beginning (with
+    --isolate-tenants the salt is the tenant): it encodes its whole text, then its own
+    beginning serves its next keystroke."""
+    tokenizer = train_tokenizer()
+    encoded = []
+
+    class Recording:
+        def encode(self, text, add_special_tokens):
+            encoded.append(len(text))
+            return tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+        def to_str(self):
+            return tokenizer.to_str()
+
+    tokens = PrefixTokens(Recording(), margin=512)
+    text = CODE[:4000]
+    expected = whole(tokenizer, text + "ret")
+    tokens.encode(text, cache_salt="alpha")
+    encoded.clear()
+    got = tokens.encode(text + "ret", cache_salt="beta")
+    assert sum(encoded) >= len(text)  # nothing of alpha's beginning was reused
+    assert (got.ids, got.offsets) == expected
+    encoded.clear()
+    got = tokens.encode(text + "ret", cache_salt="alpha")
+    assert len(encoded) == 1 and encoded[0] < 1500  # alpha's own beginning was
+    assert (got.ids, got.offsets) == expected

@@ -47,6 +47,7 @@ class Job:
 
     request_id: str
     tenant: str
+    cache_salt: str | None  # Serving.cache_salt: whose cached prefix blocks it may reuse
     prompt: Prompt
     params: SamplingParams
     session: EditorSession | None
@@ -172,14 +173,10 @@ class CompletionRunner:
         engine: AsyncEngine,
         cache: SuggestionCache | None = None,
         model: str = "",
-        isolate_tenants: bool = False,
     ):
         self.engine = engine
         self.cache = cache
         self.model = model  # "model-id@revision", part of every cache key
-        # Salt each request's prefix blocks with its tenant: no tenant reuses (and so can time)
-        # another's cached prompts. Suggestion-cache keys carry the tenant in any case.
-        self.isolate_tenants = isolate_tenants
 
     def start(self, jobs: list[Job]) -> list[AsyncIterator[RequestOutput]]:
         """Submit every job; raises (InvalidRequest, EngineOverloaded, EngineUnavailable) before
@@ -193,7 +190,7 @@ class CompletionRunner:
                         job.params,
                         job.request_id,
                         job.session,
-                        cache_salt=job.tenant if self.isolate_tenants else None,
+                        cache_salt=job.cache_salt,
                     )
                 )
         except Exception:

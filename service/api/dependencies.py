@@ -24,6 +24,11 @@ class Serving:
     runner: CompletionRunner
     special_token_ids: frozenset[int]  # end-of-text and FIM sentinels: a text ending in one hit EOS
 
+    def cache_salt(self, tenant: str) -> str | None:
+        """The salt of a tenant's cached prompt work (KV prefix blocks, prompt beginnings):
+        its own under --isolate-tenants, else shared by all (None)."""
+        return tenant if self.settings.isolate_tenants else None
+
 
 def get_serving(request: Request) -> Serving:
     return request.app.state.serving

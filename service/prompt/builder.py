@@ -26,6 +26,8 @@ class CompletionInput:
     suffix: str = ""
     language: str | None = None
     snippets: tuple[Snippet, ...] = ()
+    # Kept prompt beginnings are shared only between requests of equal salt (PrefixTokens).
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class PromptBuilder:
         # prefix takes ≈1 ms, paid on the event loop by every request), and the code before the
         # cursor only from where the last keystroke's differs (`PrefixTokens`).
         whole_prefix = to_lf(request.prefix)
-        prefix_encoding = self.prefix_tokens.encode(whole_prefix)
+        prefix_encoding = self.prefix_tokens.encode(whole_prefix, request.cache_salt)
         prefix = clip_prefix(whole_prefix, prefix_encoding, budget.prefix)
         context = render_snippets(
             [Snippet(s.filepath, to_lf(s.body)) for s in request.snippets],

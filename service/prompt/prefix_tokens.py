@@ -8,6 +8,9 @@ crosses the start of a line that begins with a non-space character after a singl
 follows one: the regex's pieces holding a newline hold only whitespace, and merges stay inside
 pieces. So the encoding of the text up to such a line start is the start of the whole text's
 encoding, and the rest can be encoded alone and shifted. Other tokenizers encode whole texts.
+
+Beginnings are kept per `cache_salt` (the tenant, when the server isolates tenants): a request
+is never encoded faster because another tenant's text began the same way.
 """
 
 import json
@@ -59,13 +62,14 @@ class PrefixTokens:
         self.tokenizer = tokenizer
         self.splits_at_lines = splits_at_line_starts(tokenizer)
         self.capacity, self.margin, self.max_chars = capacity, margin, max_chars
-        self.beginnings: OrderedDict[str, Tokens] = OrderedDict()
+        # (salt, beginning) -> its tokens
+        self.beginnings: OrderedDict[tuple[str | None, str], Tokens] = OrderedDict()
 
-    def encode(self, text: str) -> Tokens:
+    def encode(self, text: str, cache_salt: str | None = None) -> Tokens:
         cut = self.cut(text) if self.splits_at_lines else 0
         if cut == 0:
             return self.plain(text)
-        head = self.beginning(text[:cut])
+        head = self.beginning(text[:cut], cache_salt)
         tail = self.tokenizer.encode(text[cut:], add_special_tokens=False)
         shifted = [(start + cut, end + cut) for start, end in tail.offsets]
         return Tokens(head.ids + tail.ids, head.offsets + shifted)
@@ -87,11 +91,12 @@ class PrefixTokens:
             newline = text.rfind("\n", 0, newline)
         return 0
 
-    def beginning(self, head: str) -> Tokens:
-        tokens = self.beginnings.get(head)
+    def beginning(self, head: str, cache_salt: str | None) -> Tokens:
+        key = (cache_salt, head)
+        tokens = self.beginnings.get(key)
         if tokens is None:
-            tokens = self.beginnings[head] = self.plain(head)
+            tokens = self.beginnings[key] = self.plain(head)
             if len(self.beginnings) > self.capacity:
                 self.beginnings.popitem(last=False)
-        self.beginnings.move_to_end(head)
+        self.beginnings.move_to_end(key)
         return tokens

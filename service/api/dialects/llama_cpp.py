@@ -28,11 +28,13 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
     prefix = body.input_prefix + body.prompt
     if not prefix.strip() and not body.input_suffix.strip():
         raise ApiError(400, "input_prefix and input_suffix are empty: nothing to complete")
+    cache_salt = serving.cache_salt(caller.tenant)
     prompt = serving.builder.build(
         CompletionInput(
             prefix=prefix,
             suffix=body.input_suffix,
             snippets=tuple(Snippet(e.filename, e.text) for e in body.input_extra),
+            cache_salt=cache_salt,
         ),
         max_tokens,
     )
@@ -52,6 +54,7 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
     return Job(
         request_id=f"infill-{uuid.uuid4()}",
         tenant=caller.tenant,
+        cache_salt=cache_salt,
         prompt=prompt,
         params=params,
         session=caller.session(),

@@ -44,9 +44,12 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, caller: Caller) -> lis
     if knobs := sorted(set(BEAM_KNOBS) & body.model_fields_set):
         raise ApiError(400, f"{knobs[0]} applies to beam search: send num_beams > 1", knobs[0])
     session = caller.session()
+    cache_salt = serving.cache_salt(caller.tenant)
     result = []
     for text in body.prompts:
-        prompt = serving.builder.build(CompletionInput(prefix=text, suffix=suffix), max_tokens)
+        prompt = serving.builder.build(
+            CompletionInput(prefix=text, suffix=suffix, cache_salt=cache_salt), max_tokens
+        )
         for j in range(body.n):
             index = len(result)
             params = sampling_params(
@@ -64,6 +67,7 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, caller: Caller) -> lis
                 Job(
                     request_id=f"{completion_id}-{index}",
                     tenant=caller.tenant,
+                    cache_salt=cache_salt,
                     prompt=prompt,
                     params=params,
                     session=None if session is None else session.choice(index),
@@ -91,8 +95,9 @@ def beam_job(
             "before it ends; send stream false",
             "stream",
         )
+    cache_salt = serving.cache_salt(caller.tenant)
     prompt = serving.builder.build(
-        CompletionInput(prefix=body.prompts[0], suffix=suffix), max_tokens
+        CompletionInput(prefix=body.prompts[0], suffix=suffix, cache_salt=cache_salt), max_tokens
     )
     params = sampling_params(
         prompt,
@@ -112,6 +117,7 @@ def beam_job(
     return Job(
         request_id=f"{completion_id}-0",
         tenant=caller.tenant,
+        cache_salt=cache_salt,
         prompt=prompt,
         params=params,
         session=caller.session(),

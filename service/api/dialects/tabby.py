@@ -51,7 +51,9 @@ def snippets(body: TabbyCompletionRequest) -> tuple[Snippet, ...]:
     return (*declarations, *(Snippet(s.filepath, s.body) for s in relevant))
 
 
-def build_prompt(body: TabbyCompletionRequest, serving: Serving, max_tokens: int) -> Prompt:
+def build_prompt(
+    body: TabbyCompletionRequest, serving: Serving, max_tokens: int, cache_salt: str | None
+) -> Prompt:
     if body.debug_options and body.debug_options.raw_prompt:
         return serving.builder.build_raw(body.debug_options.raw_prompt)
     segments = body.segments
@@ -62,13 +64,15 @@ def build_prompt(body: TabbyCompletionRequest, serving: Serving, max_tokens: int
         suffix=segments.suffix or "",
         language=body.language,
         snippets=snippets(body),
+        cache_salt=cache_salt,
     )
     return serving.builder.build(request, max_tokens)
 
 
 def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
     check_limits(serving.settings, MAX_TOKENS, 1, "max_tokens")
-    prompt = build_prompt(body, serving, MAX_TOKENS)
+    cache_salt = serving.cache_salt(caller.tenant)
+    prompt = build_prompt(body, serving, MAX_TOKENS, cache_salt)
     temperature = body.temperature or 0.0
     params = sampling_params(
         prompt,
@@ -91,6 +95,7 @@ def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
     return Job(
         request_id=f"cmpl-{uuid.uuid4()}",
         tenant=caller.tenant,
+        cache_salt=cache_salt,
         prompt=prompt,
         params=params,
         session=caller.session(body.user),
