@@ -7,13 +7,14 @@ The folder has no __init__.py, so from the repository root it never shadows thei
 `find` discovers, hence this file.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     packages=[
-        *find_packages(include=["service", "service.*", "training", "training.*"]),
+        *find_namespace_packages(include=["service", "service.*", "training", "training.*"]),
         "completion_kernels",
+        "completion_kernels.csrc",  # the C++ sources, compiled on the serving machine
     ],
     package_dir={"completion_kernels": "kernels"},
-    package_data={"completion_kernels": ["csrc/*.cpp", "csrc/*.h"], "training": ["configs/*.yaml"]},
+    package_data={"completion_kernels.csrc": ["*.cpp", "*.h"], "training.configs": ["*.yaml"]},
 )

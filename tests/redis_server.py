@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,10 +35,12 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = 10.0, options: Sequence[str] = ()) -> None:
+        """`options` come first, so the test's port, address and files win over them."""
         self.process = subprocess.Popen(
             [
                 self.binary,
+                *options,
                 "--port",
                 str(self.port),
                 "--bind",

@@ -39,15 +39,29 @@ def server_process(
     afterwards if the test has not ended it. `module` may be a test's wrapper of the server."""
     port = free_port()
     command = [sys.executable, "-m", module, "serve", "--model", str(model_dir)]
-    log_path = model_dir.parent / f"server-{port}.log"
+    with started_server(
+        [*command, "--port", str(port), *flags],
+        port=port,
+        log_path=model_dir.parent / f"server-{port}.log",
+        env={**os.environ, "SERVICE_LOG_LEVEL": "warning"},
+        startup_s=startup_s,
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def started_server(
+    command: list[str],
+    *,
+    port: int,
+    log_path: Path,
+    env: dict[str, str],
+    cwd: Path = REPO,
+    startup_s: float = 120,
+) -> Iterator[ServerProcess]:
+    """Run `command`, a server that listens on `port`; yield it once healthy, stop it afterwards."""
     with open(log_path, "w+") as log:
-        process = subprocess.Popen(
-            [*command, "--port", str(port), *flags],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "SERVICE_LOG_LEVEL": "warning"},
-        )
+        process = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, env=env)
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_until_healthy(base_url, process, log, startup_s)
