@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service.api import completions, events, health, infill, metrics, models
-from service.api.body_limit import BodySizeLimit
+from service.api.body_limit import BodyLimits
 from service.api.completion_runner import CompletionRunner
 from service.api.dependencies import Serving
 from service.api.errors import install_error_handlers
@@ -21,7 +21,7 @@ from service.middleware.request_scrubbing import ScrubRequestBody
 from service.middleware.sensitive_files import SensitiveFiles
 from service.prompt.builder import PromptBuilder
 from service.prompt.fim import read_fim_order
-from service.prompt.window import Budget
+from service.prompt.window import Budget, StickyWindows
 from service.settings import Settings
 
 ROUTERS = [
@@ -57,6 +57,9 @@ def start_serving(settings: Settings, lifecycle: Lifecycle) -> Serving:
         budget,
         context_tokens=engine.max_positions,
         fim_order=read_fim_order(settings.model),
+        windows=StickyWindows(
+            step_fraction=settings.window_step, max_sessions=settings.window_sessions
+        ),
     )
     return Serving(
         settings=settings,
@@ -110,11 +113,15 @@ def create_app(settings: Settings) -> FastAPI:
             router, dependencies=[Depends(require_tenant), Depends(enforce_rate_limit)]
         )
     # Outermost last: latency covers everything, including refusals of oversized bodies.
-    # Secrets are scrubbed right after the size limit, before routing and handlers.
+    # Secrets are scrubbed right after the body limits (size, time), before routing and handlers.
     sensitive = SensitiveFiles(tuple(g for g in settings.sensitive_files.split(",") if g))
     app.add_middleware(ScrubRequestBody, sensitive_files=sensitive)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    # Outside the size limit and scrubbing: no body is read before its token is checked.
+    app.add_middleware(
+        BodyLimits,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    # Outside the body limits and scrubbing: no body is read before its token is checked.
     app.add_middleware(
         Authenticate,
         auth=app.state.auth,

@@ -75,6 +75,11 @@ class Settings:
         choices=["off", "scrubbed"],
     )
     max_body_bytes: int = setting(1_000_000, "largest request body accepted; larger ones get 413")
+    body_timeout_s: float = setting(
+        15.0,
+        "seconds a client has to send its whole request body once its headers are in; a slower "
+        "one gets 408 and its connection is closed (a client trickling bytes holds nothing)",
+    )
     kv_cache_mb: int = setting(256, "memory for the paged KV cache, all layers together")
     max_num_seqs: int = setting(32, "sequences decoding at once (continuous batching)")
     max_waiting: int = setting(128, "queued requests past which new ones get 503 + Retry-After")
@@ -100,6 +105,14 @@ class Settings:
     )
     snippet_tokens: int = setting(
         256, "token budget for Tabby's declarations and snippets, rendered as comment lines"
+    )
+    window_step: float = setting(
+        0.25,
+        "share of the prefix and suffix budgets typed between two moves of a long file's window "
+        "(its start stays put meanwhile, so keystrokes hit the prefix cache)",
+    )
+    window_sessions: int = setting(
+        4096, "editor sessions whose window edges are remembered (least recently used dropped)"
     )
     max_tokens_limit: int = setting(1024, "largest max_tokens / n_predict a request may ask for")
     max_n: int = setting(8, "largest number of choices (n) a request may ask for")
@@ -139,6 +152,11 @@ class Settings:
             raise ValueError(
                 f"line_num_beams is {self.line_num_beams}: it must be between 1 and "
                 f"max_num_beams ({self.max_num_beams})"
+            )
+        if not 0 < self.window_step <= 0.5:
+            raise ValueError(
+                f"window_step is {self.window_step}: it must be above 0 and at most 0.5 (a "
+                "window that moves further keeps less than half its budget)"
             )
 
     @property

@@ -1,5 +1,6 @@
 """From the code around the cursor to the prompt's token ids, whatever the API dialect."""
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -8,7 +9,7 @@ from service.prompt.fim import FimRenderer
 from service.prompt.healing import heal_prefix
 from service.prompt.newlines import detect_newline, to_lf
 from service.prompt.prefix_tokens import PrefixTokens, Tokens
-from service.prompt.window import Budget, Snippet, clip_prefix, clip_suffix, render_snippets
+from service.prompt.window import Budget, Snippet, StickyWindows, render_snippets
 
 # Tokens a template adds (BOS and three sentinels) plus a token of slack at each cut's seam.
 TEMPLATE_TOKENS = 8
@@ -28,6 +29,8 @@ class CompletionInput:
     snippets: tuple[Snippet, ...] = ()
     # Kept prompt beginnings are shared only between requests of equal salt (PrefixTokens).
     cache_salt: str | None = None
+    # The editor session (tenant-scoped), whose window edges stay put while it types.
+    session: Hashable | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,12 @@ class Prompt:
 
 class PromptBuilder:
     def __init__(
-        self, tokenizer: Tokenizer, budget: Budget, context_tokens: int, fim_order: str = "psm"
+        self,
+        tokenizer: Tokenizer,
+        budget: Budget,
+        context_tokens: int,
+        fim_order: str = "psm",
+        windows: StickyWindows | None = None,
     ):
         # A copy that encodes special-token names in user text as plain text (see fim.py).
         self.tokenizer = Tokenizer.from_str(tokenizer.to_str())
@@ -50,6 +58,7 @@ class PromptBuilder:
         self.prefix_tokens = PrefixTokens(self.tokenizer)  # the last keystroke's beginnings
         self.renderer = FimRenderer.for_tokenizer(tokenizer, fim_order)
         self.budget = budget
+        self.windows = windows or StickyWindows()  # where long files' windows begin and end
         self.context_tokens = context_tokens  # the model's positions: prompt + new tokens
 
     def budget_for(self, max_new_tokens: int) -> Budget:
@@ -77,7 +86,9 @@ class PromptBuilder:
         # cursor only from where the last keystroke's differs (`PrefixTokens`).
         whole_prefix = to_lf(request.prefix)
         prefix_encoding = self.prefix_tokens.encode(whole_prefix, request.cache_salt)
-        prefix = clip_prefix(whole_prefix, prefix_encoding, budget.prefix)
+        prefix = self.windows.clip_prefix(
+            whole_prefix, prefix_encoding, budget.prefix, request.session, request.cache_salt
+        )
         context = render_snippets(
             [Snippet(s.filepath, to_lf(s.body)) for s in request.snippets],
             request.language,
@@ -89,7 +100,9 @@ class PromptBuilder:
         healed = heal_prefix(context + prefix, prefix_encoding, self.encode)
         whole_suffix = to_lf(request.suffix)
         suffix_encoding = self.encode(whole_suffix)
-        suffix = clip_suffix(whole_suffix, suffix_encoding, budget.suffix)
+        suffix = self.windows.clip_suffix(
+            whole_suffix, suffix_encoding, budget.suffix, request.session, request.cache_salt
+        )
         if len(suffix) < len(whole_suffix):
             suffix_encoding = self.encode(suffix)
         suffix_ids = suffix_encoding.ids if self.renderer.template.uses_suffix else []

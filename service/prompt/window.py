@@ -5,6 +5,11 @@ Cuts fall on line boundaries, so the model never sees half a line at the edge of
 encoding; re-encoding the kept text can differ by a token at the seam, which a budget tolerates.
 """
 
+import re
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -124,3 +129,159 @@ def render_snippets(
         rendered.append(text)
         used += cost
     return "".join(rendered)
+
+
+# A top-level definition (Python's, and decorators): the best place for a window to begin.
+DEFINITION = re.compile(r"(?:@|(?:async\s+)?def\s|class\s)")
+# A line at column 0 that continues a statement rather than starting one.
+CLOSING = ")]}"
+
+
+def line_rank(text: str, line_start: int) -> int:
+    """How good a place the line at `line_start` is for a window's edge: 0 a top-level
+    definition (not a decorated one's `def`, which would lose its decorator), 1 another line
+    at column 0, 2 any other line."""
+    first = text[line_start : line_start + 1]
+    if not first or first.isspace() or first in CLOSING:
+        return 2
+    if DEFINITION.match(text, line_start):
+        previous = text.rfind("\n", 0, max(line_start - 1, 0)) + 1
+        return 1 if line_start > 0 and text.startswith("@", previous) else 0
+    return 1
+
+
+class StickyWindows:
+    """Window edges that stay put while the user types, so the prefix cache keeps hitting.
+
+    Clipping to the last `budget` tokens moves the prefix window's start with every keystroke
+    that adds a token, and then the prompt's first block, so every chained block hash, misses.
+    Instead a window begins at a line start where it keeps between `budget - 2 * step` and
+    `budget - step` tokens (a top-level definition if there is one, else the longest), and
+    stays there while the code up to the cursor still fits `budget` and keeps at least
+    `budget - 2 * step`: one re-prefill per `step` tokens typed at least. The suffix window
+    mirrors it: its end, placed to keep at least `budget - step` tokens, stays put while the
+    cursor moves down until fewer than `budget - 2 * step` are left. Edges are remembered per editor session, and for requests
+    without one by the text at the edge (scoped by cache salt), so the next keystroke of the
+    same file finds its edge again. Prompts that fit their budget are never touched.
+    """
+
+    def __init__(
+        self,
+        step_fraction: float = 0.25,  # of the budget: tokens typed between two window moves
+        max_sessions: int = 4096,  # editor sessions remembered, least recently used dropped
+        max_edges: int = 4096,  # edges remembered by their text for requests without a session
+        edge_chars: int = 64,  # characters at an edge that identify it
+    ):
+        self.step_fraction = step_fraction
+        self.max_sessions, self.max_edges, self.edge_chars = max_sessions, max_edges, edge_chars
+        # (session, "prefix" | "suffix") -> (edge offset, text at the edge)
+        self.sessions: OrderedDict[tuple[Hashable, str], tuple[int, str]] = OrderedDict()
+        # (cache salt, "prefix" | "suffix", text at the edge)
+        self.edges: OrderedDict[tuple[str | None, str, str], None] = OrderedDict()
+        self.lock = threading.Lock()  # builders may run on several threads
+
+    def step(self, budget: int) -> int:
+        return max(1, int(budget * self.step_fraction))
+
+    def clip_prefix(
+        self,
+        prefix: str,
+        encoding: Encoded,
+        budget: int,
+        session: Hashable | None = None,
+        cache_salt: str | None = None,
+    ) -> str:
+        """`prefix` from a line start that keeps at most `budget` tokens: the remembered start
+        if it still fits, else a new one that leaves `step` tokens for typing."""
+        starts = [start for start, _ in encoding.offsets]
+        if len(starts) <= budget or budget <= 0:
+            return clip_prefix(prefix, encoding, budget)
+        step = self.step(budget)
+
+        def kept(cut: int) -> int:  # tokens from `cut` to the cursor
+            return len(starts) - bisect_left(starts, cut)
+
+        # Line starts where the window keeps between budget - 2 steps and budget tokens, in
+        # order (a start kept further back than that is given up: the window got too short).
+        cuts, cut = [], starts[len(starts) - budget]
+        if cut > 0 and prefix[cut - 1] != "\n":
+            cut = prefix.find("\n", cut) + 1
+        while 0 < cut < len(prefix) and kept(cut) >= budget - 2 * step:
+            cuts.append(cut)
+            cut = prefix.find("\n", cut) + 1
+        if not cuts:  # the cursor's line alone is longer than the budget
+            return clip_prefix(prefix, encoding, budget)
+        texts = [prefix[cut : cut + self.edge_chars] for cut in cuts]
+        chosen = self.remembered(cuts, texts, session, cache_salt, "prefix")
+        if chosen is None:  # the best line start leaving room for `step` tokens of typing
+            fresh = [i for i, cut in enumerate(cuts) if kept(cut) <= budget - step]
+            chosen = min(fresh or [len(cuts) - 1], key=lambda i: (line_rank(prefix, cuts[i]), i))
+        self.remember(cuts[chosen], texts[chosen], session, cache_salt, "prefix")
+        return prefix[cuts[chosen] :]
+
+    def clip_suffix(
+        self,
+        suffix: str,
+        encoding: Encoded,
+        budget: int,
+        session: Hashable | None = None,
+        cache_salt: str | None = None,
+    ) -> str:
+        """`suffix` up to a line end that keeps at most `budget` tokens, mirroring clip_prefix."""
+        ends = [end for _, end in encoding.offsets]
+        if len(ends) <= budget or budget <= 0:
+            return clip_suffix(suffix, encoding, budget)
+        step = self.step(budget)
+
+        def kept(cut: int) -> int:  # tokens from the cursor to `cut`
+            return bisect_right(ends, cut)
+
+        # Line ends (just past a newline) from the longest window that fits down to budget - 2
+        # steps tokens, in order.
+        cuts, cut = [], suffix.rfind("\n", 0, ends[budget - 1]) + 1
+        while cut > 0 and kept(cut) >= budget - 2 * step:
+            cuts.append(cut)
+            cut = suffix.rfind("\n", 0, cut - 1) + 1
+        if not cuts:
+            return clip_suffix(suffix, encoding, budget)
+        texts = [suffix[max(0, cut - self.edge_chars) : cut] for cut in cuts]
+        chosen = self.remembered(cuts, texts, session, cache_salt, "suffix")
+        if chosen is None:  # the best line end keeping room for the cursor to move `step` down
+            fresh = [i for i, cut in enumerate(cuts) if kept(cut) >= budget - step]
+            chosen = min(fresh or [0], key=lambda i: (line_rank(suffix, cuts[i]), i))
+        self.remember(cuts[chosen], texts[chosen], session, cache_salt, "suffix")
+        return suffix[: cuts[chosen]]
+
+    def remembered(
+        self,
+        cuts: list[int],
+        texts: list[str],
+        session: Hashable | None,
+        cache_salt: str | None,
+        side: str,
+    ) -> int | None:
+        """The index of the cut the session used last time (at the same offset first, else by
+        its text), else of the first cut whose text a recent window had at its edge."""
+        with self.lock:
+            if session is not None and (last := self.sessions.get((session, side))) is not None:
+                offset, text = last
+                matching = [i for i, t in enumerate(texts) if t == text]
+                if matching:
+                    return next((i for i in matching if cuts[i] == offset), matching[0])
+            return next(
+                (i for i, t in enumerate(texts) if (cache_salt, side, t) in self.edges), None
+            )
+
+    def remember(
+        self, cut: int, text: str, session: Hashable | None, cache_salt: str | None, side: str
+    ) -> None:
+        with self.lock:
+            if session is not None:
+                self.sessions[(session, side)] = (cut, text)
+                self.sessions.move_to_end((session, side))
+                if len(self.sessions) > self.max_sessions:
+                    self.sessions.popitem(last=False)
+            self.edges[(cache_salt, side, text)] = None
+            self.edges.move_to_end((cache_salt, side, text))
+            if len(self.edges) > self.max_edges:
+                self.edges.popitem(last=False)

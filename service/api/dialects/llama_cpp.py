@@ -29,12 +29,14 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
     if not prefix.strip() and not body.input_suffix.strip():
         raise ApiError(400, "input_prefix and input_suffix are empty: nothing to complete")
     cache_salt = serving.cache_salt(caller.tenant)
+    session = caller.session()
     prompt = serving.builder.build(
         CompletionInput(
             prefix=prefix,
             suffix=body.input_suffix,
             snippets=tuple(Snippet(e.filename, e.text) for e in body.input_extra),
             cache_salt=cache_salt,
+            session=session,
         ),
         max_tokens,
     )
@@ -57,7 +59,7 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
         cache_salt=cache_salt,
         prompt=prompt,
         params=params,
-        session=caller.session(),
+        session=session,
         drop_overlap=body.stop_mode != "none",
     )
 

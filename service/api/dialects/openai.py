@@ -46,9 +46,14 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, caller: Caller) -> lis
     session = caller.session()
     cache_salt = serving.cache_salt(caller.tenant)
     result = []
+    # Several prompts of one request are several files: their windows are found by content.
+    window_session = session if len(body.prompts) == 1 else None
     for text in body.prompts:
         prompt = serving.builder.build(
-            CompletionInput(prefix=text, suffix=suffix, cache_salt=cache_salt), max_tokens
+            CompletionInput(
+                prefix=text, suffix=suffix, cache_salt=cache_salt, session=window_session
+            ),
+            max_tokens,
         )
         for j in range(body.n):
             index = len(result)
@@ -96,8 +101,12 @@ def beam_job(
             "stream",
         )
     cache_salt = serving.cache_salt(caller.tenant)
+    session = caller.session()
     prompt = serving.builder.build(
-        CompletionInput(prefix=body.prompts[0], suffix=suffix, cache_salt=cache_salt), max_tokens
+        CompletionInput(
+            prefix=body.prompts[0], suffix=suffix, cache_salt=cache_salt, session=session
+        ),
+        max_tokens,
     )
     params = sampling_params(
         prompt,

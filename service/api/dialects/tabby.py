@@ -12,7 +12,7 @@ neither field.
 
 import uuid
 
-from service.api.completion_runner import Completion, Job
+from service.api.completion_runner import Completion, EditorSession, Job
 from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
@@ -52,7 +52,11 @@ def snippets(body: TabbyCompletionRequest) -> tuple[Snippet, ...]:
 
 
 def build_prompt(
-    body: TabbyCompletionRequest, serving: Serving, max_tokens: int, cache_salt: str | None
+    body: TabbyCompletionRequest,
+    serving: Serving,
+    max_tokens: int,
+    cache_salt: str | None,
+    session: EditorSession | None = None,
 ) -> Prompt:
     if body.debug_options and body.debug_options.raw_prompt:
         return serving.builder.build_raw(body.debug_options.raw_prompt)
@@ -65,6 +69,7 @@ def build_prompt(
         language=body.language,
         snippets=snippets(body),
         cache_salt=cache_salt,
+        session=session,
     )
     return serving.builder.build(request, max_tokens)
 
@@ -72,7 +77,8 @@ def build_prompt(
 def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
     check_limits(serving.settings, MAX_TOKENS, 1, "max_tokens")
     cache_salt = serving.cache_salt(caller.tenant)
-    prompt = build_prompt(body, serving, MAX_TOKENS, cache_salt)
+    session = caller.session(body.user)
+    prompt = build_prompt(body, serving, MAX_TOKENS, cache_salt, session)
     temperature = body.temperature or 0.0
     params = sampling_params(
         prompt,
@@ -98,7 +104,7 @@ def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
         cache_salt=cache_salt,
         prompt=prompt,
         params=params,
-        session=caller.session(body.user),
+        session=session,
         drop_overlap=body.stop_mode != "none",
     )
 
