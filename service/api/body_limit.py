@@ -1,19 +1,26 @@
-"""Refuse request bodies over a size limit with 413, before anything parses them.
+"""Read a request body within bounds, before anything parses it: at most --max-body-bytes
+(413), all of it within --body-timeout-s of its headers (408).
 
-A pure ASGI middleware: it reads the body up to the limit and replays it to the app, so a
+A pure ASGI middleware: it reads the body up to the limits and replays it to the app, so a
 chunked upload without Content-Length is bounded too. Later `receive()` calls go to the server,
 so the app still hears about a client disconnect.
+
+The deadline is here because uvicorn has none: a client that sends its body a byte at a time
+holds its connection, a task and its buffered bytes for as long as it keeps trickling.
 """
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+class BodyLimits:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -21,17 +28,23 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            await self.refuse(scope, receive, send)
+            await self.refuse_size(scope, receive, send)
             return
+        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                await self.refuse_slow(scope, receive, send)
+                return
             if message["type"] != "http.request":
                 return  # the client went away before sending its body
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_body_bytes:
-                await self.refuse(scope, receive, send)
+                await self.refuse_size(scope, receive, send)
                 return
             if not message.get("more_body", False):
                 break
@@ -47,6 +60,16 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def refuse_size(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = f"the request body exceeds {self.max_body_bytes} bytes; send less context"
         await error_response(413, message)(scope, receive, send)
+
+    async def refuse_slow(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = (
+            f"the request body did not arrive within {self.body_timeout_s:g} s of its headers "
+            "(--body-timeout-s); send the whole body at once"
+        )
+        # The rest of the body may still be on its way: the connection cannot carry another
+        # request, so it is closed after this answer.
+        response = error_response(408, message, headers={"connection": "close"})
+        await response(scope, receive, send)
