@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,7 @@ from transformers import (
 
 from benchmarks import llama_cpp
 from service.prompt.builder import CompletionInput, PromptBuilder
-from service.prompt.window import Budget
+from service.prompt.window import Budget, StickyWindows, clip_prefix
 from service.settings import Settings
 from training.data.config import TokenizerConfig
 from training.tokenizer import EOT, build_bpe, save_pretrained
@@ -172,6 +173,62 @@ def first_clean_cursor(builder, text: str, start: int, name: str, session: str):
         )
         return EditorContext(cold, keystroke)
     return None
+
+
+# -- long files: keystrokes that type the file's real next characters ------------------------
+
+
+class LastTokensWindow(StickyWindows):
+    """The window before issue 24: the last `budget` tokens from a line start, every request."""
+
+    def clip_prefix(self, prefix, encoding, budget, session=None, cache_salt=None) -> str:
+        return clip_prefix(prefix, encoding, budget)
+
+
+def long_file_keystrokes(
+    checkpoint: Path, windows: StickyWindows, files: int, keystrokes: int, seed: int = 24
+) -> dict:
+    """Our engine in process on standard-library files of 5-50 KB, a cursor anywhere past the
+    window's budget, then `keystrokes` requests each typing the file's next character (new
+    lines included): per keystroke after the first, prompt tokens, prefix-cache hit tokens and
+    latency (a request alone, NEW_TOKENS greedy tokens)."""
+    from service.engine import EngineConfig, LLMEngine, SamplingParams
+
+    rng = random.Random(seed)
+    defaults = Settings()
+    budget = Budget(defaults.prefix_tokens, defaults.suffix_tokens, defaults.snippet_tokens)
+    tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    builder = PromptBuilder(
+        tokenizer, budget, context_tokens=MODEL["max_position_embeddings"], windows=windows
+    )
+    engine = LLMEngine(EngineConfig(model_path=checkpoint))
+    paths = [p for p in stdlib_files() if 5_000 <= p.stat().st_size <= 50_000]
+    prompt_tokens, cached_tokens, latencies = [], [], []
+    for n, path in enumerate(rng.sample(paths, files)):
+        text = path.read_text(errors="replace")
+        cursor = rng.randrange(len(text) // 2, len(text) - keystrokes)
+        for i in range(keystrokes + 1):
+            request = CompletionInput(prefix=text[: cursor + i], session=f"file-{n}")
+            prompt = builder.build(request, NEW_TOKENS)
+            start = time.perf_counter()
+            engine.add_request(f"{n}-{i}", prompt.token_ids, SamplingParams(max_tokens=NEW_TOKENS))
+            seq = engine.seqs[f"{n}-{i}"]
+            while engine.has_work():
+                engine.step()
+            if i > 0:  # the first request of a file is its cold one
+                latencies.append(time.perf_counter() - start)
+                prompt_tokens.append(len(prompt.token_ids))
+                cached_tokens.append(seq.num_cached_tokens)
+    return {
+        "keystrokes": len(latencies),
+        "prompt_tokens_mean": statistics.mean(prompt_tokens),
+        "cached_tokens_mean": statistics.mean(cached_tokens),
+        "recomputed_tokens_mean": statistics.mean(
+            p - c for p, c in zip(prompt_tokens, cached_tokens, strict=True)
+        ),
+        "hit_rate": sum(cached_tokens) / sum(prompt_tokens),
+        "p50_ms": 1000 * p50(latencies),
+    }
 
 
 # -- engines ---------------------------------------------------------------------------------
@@ -598,8 +655,20 @@ def main() -> None:
         help="our server's --dtype, one run each (default: auto,float32: the server's default, "
         "bfloat16 on CPUs with bf16 instructions, and float32 as generate() runs)",
     )
+    parser.add_argument(
+        "--long-files-only",
+        action="store_true",
+        help="only the long-file keystroke rows (in process, old and sticky window)",
+    )
     args = parser.parse_args()
     sequential, sessions = (2, 4) if args.quick else (8, 16)
+    if args.long_files_only:
+        checkpoint = build_checkpoint(CHECKPOINT)
+        files, keystrokes = (6, 40) if args.quick else (16, 80)
+        for name, windows in (("last-N window", LastTokensWindow()), ("sticky", StickyWindows())):
+            row = long_file_keystrokes(checkpoint, windows, files, keystrokes)
+            print(name, json.dumps(row), flush=True)
+        return
 
     checkpoint = build_checkpoint(CHECKPOINT)
     builder = prompt_builder(checkpoint)
