@@ -14,7 +14,13 @@ COMPLETION_EVENTS = Counter(
 )
 
 
-@router.post("/v1/events", status_code=200)
+# Tabby's agent wants a bare 200; the schema says so (no JSON body), as response_class does.
+@router.post(
+    "/v1/events",
+    status_code=200,
+    response_class=Response,
+    responses={200: {"description": "recorded (no body)"}},
+)
 async def log_event(
     event: LogEventRequest,
     select_kind: Annotated[Literal["line"] | None, Query()] = None,

@@ -86,6 +86,7 @@ class _BodyScrubber:
         if (
             isinstance(suffix, str)
             and isinstance(prompts, list)
+            and prompts  # an empty list is the handler's 400, not a pair to scrub
             and all(isinstance(p, str) for p in prompts)
         ):
             # OpenAI's list of prompts shares one suffix: each prompt is scrubbed with it, and
