@@ -16,7 +16,7 @@ from service.api.schemas import (
     TabbyCompletionRequest,
     TabbyCompletionResponse,
 )
-from service.api.streaming import sse_response
+from service.api.streaming import STREAMED_200, sse_response
 
 router = APIRouter(tags=["completions"], dependencies=[Depends(admit)])
 
@@ -25,7 +25,7 @@ BODY_DOC = (
     "completions body (`prompt`, `suffix`, `max_tokens`, ...); the fields tell them apart."
 )
 RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"model": TabbyCompletionResponse | OpenAICompletionResponse},
+    200: {"model": TabbyCompletionResponse | OpenAICompletionResponse, **STREAMED_200},
     400: {"description": "invalid request, with a message saying what to change"},
     413: {"description": "body over --max-body-bytes"},
     499: {"description": "superseded by a newer request of the same editor session"},

@@ -6,12 +6,12 @@ from service.api.dependencies import CallerDep, ServingDep
 from service.api.dialects import llama_cpp
 from service.api.lifecycle import admit
 from service.api.schemas import InfillRequest, InfillResponse
-from service.api.streaming import sse_response
+from service.api.streaming import STREAMED_200, sse_response
 
 router = APIRouter(tags=["completions"], dependencies=[Depends(admit)])
 
 
-@router.post("/infill", response_model=InfillResponse)
+@router.post("/infill", response_model=InfillResponse, responses={200: STREAMED_200})
 async def infill(body: InfillRequest, request: Request, serving: ServingDep, caller: CallerDep):
     job = llama_cpp.job(body, serving, caller)
     timeout = llama_cpp.timeout_s(body, serving)

@@ -34,3 +34,8 @@ def sse_response(chunks: AsyncIterator[dict], done_marker: bool) -> StreamingRes
 
 def event(data: dict) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+# The OpenAPI declaration of a 200 that is a stream when the body asks for one ("stream": true):
+# without it the schema promised JSON only, and a client generated from it refused the stream.
+STREAMED_200 = {"content": {"text/event-stream": {}}}
