@@ -13,7 +13,7 @@ LATEST := .venv-latest
 LOCK_FLAGS := --quiet --generate-hashes --strip-extras --no-emit-index-url --no-emit-find-links \
 	--unsafe-package torch
 
-.PHONY: serve test test-latest lock lint format venv
+.PHONY: serve test test-fast test-latest lock lint format venv
 
 venv: $(VENV_STAMP)
 
@@ -31,6 +31,11 @@ serve: $(VENV_STAMP)
 
 test: $(VENV_STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: the suite less the tests marked slow (those that start a server or
+# redis-server, build, train, run the CLI in a subprocess or measure time; see tests/conftest.py).
+test-fast: $(VENV_STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 # Re-resolve the locks from pyproject.toml, keeping every pin that still fits; add
 # PIP_COMPILE_ARGS=--upgrade to move every package to its newest allowed release (after

@@ -22,7 +22,7 @@ from service.engine.model_runner import ModelRunner  # noqa: E402
 from service.engine.sampling_params import SamplingParams  # noqa: E402
 from service.engine.scheduler import ScheduledChunk  # noqa: E402
 from service.engine.sequence import Sequence  # noqa: E402
-from tests.tiny_checkpoints import build_checkpoint  # noqa: E402
+from tests.support.tiny_checkpoints import build_checkpoint  # noqa: E402
 
 MODELS = {
     "gpt2 12x768": ("gpt2", dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024)),

@@ -17,6 +17,7 @@ docs/benchmarks.md. Quality is the evaluation's: `evaluate.line_completion.num_b
 """
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -26,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_engine import stdlib_files, write_doc
-from service.engine import EngineConfig, LLMEngine, SamplingParams
+from service.completion.plan import sampling_params
+from service.engine import EngineConfig, LLMEngine
 from service.prompt.builder import CompletionInput, PromptBuilder
 from service.prompt.fim import read_fim_order
 from service.prompt.window import Budget
-from service.semantic.stopping import make_stop_rule, on_blank_line
 from service.settings import DEFAULT_MODEL_DIR, Settings
-from training.line_completion import Example, make_examples
+from training.evaluation.line_completion import Example, make_examples
 
 START, END = "<!-- decoding:start -->", "<!-- decoding:end -->"
 MAX_TOKENS = 64  # Tabby's
@@ -65,14 +66,8 @@ class Keystrokes:
     def complete(self, prefix: str, suffix: str, mode: str, beams: int, penalty: float):
         """(seconds, completion) for one request, alone in the engine."""
         prompt = self.builder.build(CompletionInput(prefix, suffix), MAX_TOKENS)
-        params = SamplingParams(
-            max_tokens=MAX_TOKENS,
-            forced_prefix=prompt.forced_prefix,
-            code_on_first_line=on_blank_line(prompt.prefix, prompt.suffix),
-            stop_rule=make_stop_rule(mode, prompt.prefix, prompt.suffix),
-            num_beams=beams,
-            length_penalty=penalty,
-        )
+        params = sampling_params(prompt, max_tokens=MAX_TOKENS, stop_mode=mode)
+        params = dataclasses.replace(params, num_beams=beams, length_penalty=penalty)
         request_id = f"r{time.perf_counter_ns()}"
         start = time.perf_counter()
         self.engine.add_request(request_id, prompt.token_ids, params)

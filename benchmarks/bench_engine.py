@@ -48,7 +48,7 @@ from service.prompt.builder import CompletionInput, PromptBuilder
 from service.prompt.window import Budget, StickyWindows, clip_prefix
 from service.settings import Settings
 from training.data.config import TokenizerConfig
-from training.tokenizer import EOT, build_bpe, save_pretrained
+from training.data.tokenizer import EOT, build_bpe, save_pretrained
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build"
@@ -185,13 +185,55 @@ class LastTokensWindow(StickyWindows):
         return clip_prefix(prefix, encoding, budget)
 
 
+def typing_script(texts: list[str], events: int, rng: random.Random) -> list[tuple[str, int, int]]:
+    """(kind, file, cursor) per request of one user typing in `texts`: the file's real next
+    character ("char", or "newline" for a line break), a backspace over 1-4 characters (the
+    typing then retypes them), a jump elsewhere in the same file ("jump-in-file", 3%) and to
+    another open file where the cursor was left there ("jump-to-file", 3%). The first request
+    of a file is "cold"."""
+    cursors = [rng.randrange(len(t) // 2, len(t) - events) for t in texts]
+    current = 0
+    script = [("cold", 0, cursors[0])]
+    opened = {0}
+    for _ in range(events):
+        roll, text = rng.random(), texts[current]
+        kind = "char"
+        if roll < 0.06 and cursors[current] > 4:
+            kind = "backspace"
+            cursors[current] -= rng.randint(1, 4)
+        elif roll < 0.09:
+            kind = "jump-in-file"
+            cursors[current] = rng.randrange(len(text) // 4, len(text) - events)
+        elif roll < 0.12 and len(texts) > 1:
+            current = rng.choice([i for i in range(len(texts)) if i != current])
+            kind = "jump-to-file" if current in opened else "cold"
+            opened.add(current)
+        else:
+            kind = "newline" if texts[current][cursors[current]] == "\n" else "char"
+            cursors[current] += 1
+        script.append((kind, current, cursors[current]))
+    return script
+
+
 def long_file_keystrokes(
-    checkpoint: Path, windows: StickyWindows, files: int, keystrokes: int, seed: int = 24
+    checkpoint: Path,
+    windows: StickyWindows,
+    users: int,
+    events: int,
+    sessions: int = 16,
+    rounds: int = 4,
+    generate_every: int = 0,
+    seed: int = 24,
 ) -> dict:
-    """Our engine in process on standard-library files of 5-50 KB, a cursor anywhere past the
-    window's budget, then `keystrokes` requests each typing the file's next character (new
-    lines included): per keystroke after the first, prompt tokens, prefix-cache hit tokens and
-    latency (a request alone, NEW_TOKENS greedy tokens)."""
+    """Our engine in process on standard-library files of 5-50 KB, cursors past the window's
+    budget. `users` users, one after another, each with one editor session over 3 files, type
+    `events` requests of `typing_script` (a request alone, NEW_TOKENS greedy tokens): per kind,
+    prompt tokens, prefix-cache hit tokens and latency. Then `sessions` users on one file each,
+    warmed by a cold request, type their next character at the same moment, `rounds` times:
+    tokens/s and per-request p50. With `generate_every`, `transformers` generate() (f32, no
+    cache kept) runs the same prompt right after ours on every cold request and every
+    `generate_every`-th keystroke, and after each round at once on one of its prompts: the
+    ratios compare requests seconds apart, so a shared machine's load drifts out of them."""
     from service.engine import EngineConfig, LLMEngine, SamplingParams
 
     rng = random.Random(seed)
@@ -202,33 +244,135 @@ def long_file_keystrokes(
         tokenizer, budget, context_tokens=MODEL["max_position_embeddings"], windows=windows
     )
     engine = LLMEngine(EngineConfig(model_path=checkpoint))
-    paths = [p for p in stdlib_files() if 5_000 <= p.stat().st_size <= 50_000]
-    prompt_tokens, cached_tokens, latencies = [], [], []
-    for n, path in enumerate(rng.sample(paths, files)):
-        text = path.read_text(errors="replace")
-        cursor = rng.randrange(len(text) // 2, len(text) - keystrokes)
-        for i in range(keystrokes + 1):
-            request = CompletionInput(prefix=text[: cursor + i], session=f"file-{n}")
-            prompt = builder.build(request, NEW_TOKENS)
-            start = time.perf_counter()
-            engine.add_request(f"{n}-{i}", prompt.token_ids, SamplingParams(max_tokens=NEW_TOKENS))
-            seq = engine.seqs[f"{n}-{i}"]
-            while engine.has_work():
-                engine.step()
-            if i > 0:  # the first request of a file is its cold one
-                latencies.append(time.perf_counter() - start)
-                prompt_tokens.append(len(prompt.token_ids))
-                cached_tokens.append(seq.num_cached_tokens)
-    return {
-        "keystrokes": len(latencies),
-        "prompt_tokens_mean": statistics.mean(prompt_tokens),
-        "cached_tokens_mean": statistics.mean(cached_tokens),
-        "recomputed_tokens_mean": statistics.mean(
-            p - c for p, c in zip(prompt_tokens, cached_tokens, strict=True)
-        ),
-        "hit_rate": sum(cached_tokens) / sum(prompt_tokens),
-        "p50_ms": 1000 * p50(latencies),
+    params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
+    paths = sorted(p for p in stdlib_files() if 5_000 <= p.stat().st_size <= 50_000)
+    load = [os.getloadavg()[0]]
+    per_kind: dict[str, dict[str, list]] = {}
+    model = (
+        AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        if generate_every
+        else None
+    )
+    theirs: dict[str, list[float]] = {}  # generate() latencies, paired with ours
+    ours_paired: dict[str, list[float]] = {}
+    count = 0
+
+    def run(batch: list[tuple[str, list[int]]]) -> list[tuple[float, int]]:
+        start = time.perf_counter()
+        for key, ids in batch:
+            engine.add_request(key, ids, params)
+        seqs = [engine.seqs[key] for key, _ in batch]
+        done: dict[str, float] = {}
+        while engine.has_work():
+            engine.step()
+            for seq in seqs:
+                if seq.is_finished and seq.request_id not in done:
+                    done[seq.request_id] = time.perf_counter() - start
+        return [
+            (done.get(s.request_id, time.perf_counter() - start), s.num_cached_tokens) for s in seqs
+        ]
+
+    for user in range(users):
+        texts = [p.read_text(errors="replace") for p in rng.sample(paths, 3)]
+        for kind, file, cursor in typing_script(texts, events, rng):
+            request = CompletionInput(prefix=texts[file][:cursor], session=f"user-{user}")
+            ids = builder.build(request, NEW_TOKENS).token_ids
+            count += 1
+            ((latency, cached),) = run([(f"u{user}-{count}", ids)])
+            row = per_kind.setdefault(kind, {"prompt": [], "cached": [], "latency": []})
+            row["prompt"].append(len(ids))
+            row["cached"].append(cached)
+            row["latency"].append(latency)
+            if generate_every and (kind == "cold" or count % generate_every == 0):
+                side = "cold" if kind == "cold" else "keystroke"
+                theirs.setdefault(side, []).append(generate(model, ids))
+                ours_paired.setdefault(side, []).append(latency)
+
+    # sessions typing at once, one file each
+    texts = [p.read_text(errors="replace") for p in rng.sample(paths, sessions)]
+    cursors = [rng.randrange(len(t) // 2, len(t) - rounds - 1) for t in texts]
+
+    def ids_at(s: int, c: int) -> list[int]:
+        request = CompletionInput(prefix=texts[s][:c], session=f"concurrent-{s}")
+        return builder.build(request, NEW_TOKENS).token_ids
+
+    for s in range(sessions):
+        run([(f"c{s}-warm", ids_at(s, cursors[s]))])
+    batch_latency, batch_walls, batch_prompt, batch_cached = [], [], [], []
+    for r in range(1, rounds + 1):
+        batch = [(f"c{s}-{r}", ids_at(s, cursors[s] + r)) for s in range(sessions)]
+        start = time.perf_counter()
+        results = run(batch)
+        batch_walls.append(time.perf_counter() - start)
+        batch_latency += [latency for latency, _ in results]
+        batch_prompt += [len(ids) for _, ids in batch]
+        batch_cached += [cached for _, cached in results]
+        if generate_every:
+            theirs.setdefault("round", []).append(generate(model, batch[r % sessions][1]))
+    load.append(os.getloadavg()[0])
+
+    def kind_row(row: dict) -> dict:
+        return {
+            "requests": len(row["prompt"]),
+            "prompt_tokens_mean": round(statistics.mean(row["prompt"]), 1),
+            "hit_tokens_mean": round(statistics.mean(row["cached"]), 1),
+            "recomputed_tokens_mean": round(
+                statistics.mean(p - c for p, c in zip(row["prompt"], row["cached"], strict=True)), 1
+            ),
+            "hit_rate": round(sum(row["cached"]) / sum(row["prompt"]), 4),
+            "p50_ms": round(1000 * p50(row["latency"]), 1),
+        }
+
+    typed = {k: v for k, v in per_kind.items() if k != "cold"}
+    keystrokes = {
+        key: sum((v[key] for v in typed.values()), []) for key in ("prompt", "cached", "latency")
     }
+    out = {
+        "kinds": {k: kind_row(v) for k, v in sorted(per_kind.items())},
+        "keystroke": kind_row(keystrokes),
+        "sessions_at_once": {
+            "sessions": sessions,
+            "tokens_per_s": round(sessions * NEW_TOKENS * rounds / sum(batch_walls), 1),
+            "p50_ms": round(1000 * p50(batch_latency), 1),
+            "hit_rate": round(sum(batch_cached) / sum(batch_prompt), 4),
+        },
+        "load": load,
+    }
+    if generate_every:
+        g = {k: round(1000 * p50(v), 1) for k, v in theirs.items()}
+        paired = {k: round(1000 * p50(v), 1) for k, v in ours_paired.items()}
+        tokens_per_s = NEW_TOKENS / statistics.mean(theirs["round"])  # one request at a time
+        out["generate"] = {
+            "requests": {k: len(v) for k, v in theirs.items()},
+            "cold_p50_ms": g["cold"],
+            "keystroke_p50_ms": g["keystroke"],
+            "ours_paired_p50_ms": paired,
+            "tokens_per_s": round(tokens_per_s, 1),
+        }
+        out["ratios_vs_generate"] = {
+            "cold": round(g["cold"] / paired["cold"], 2),
+            "keystroke": round(g["keystroke"] / paired["keystroke"], 2),
+            "sessions_tokens_per_s": round(
+                out["sessions_at_once"]["tokens_per_s"] / tokens_per_s, 2
+            ),
+        }
+    return out
+
+
+def generate(model, ids: list[int]) -> float:
+    """Seconds `transformers` generate() takes for NEW_TOKENS greedy tokens after `ids`."""
+    x = torch.tensor([ids])
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(
+            x,
+            attention_mask=torch.ones_like(x),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,  # as llama-server's ignore_eos
+            do_sample=False,
+            pad_token_id=model.config.eos_token_id,
+        )
+    return time.perf_counter() - start
 
 
 # -- engines ---------------------------------------------------------------------------------
@@ -660,14 +804,24 @@ def main() -> None:
         action="store_true",
         help="only the long-file keystroke rows (in process, old and sticky window)",
     )
+    parser.add_argument(
+        "--sticky-only", action="store_true", help="with --long-files-only: not the old window"
+    )
     args = parser.parse_args()
     sequential, sessions = (2, 4) if args.quick else (8, 16)
     if args.long_files_only:
         checkpoint = build_checkpoint(CHECKPOINT)
-        files, keystrokes = (6, 40) if args.quick else (16, 80)
+        users, events, rounds = (2, 60, 3) if args.quick else (6, 120, 6)
+        print(f"machine: {machine()}; load at start: {os.getloadavg()}", flush=True)
         for name, windows in (("last-N window", LastTokensWindow()), ("sticky", StickyWindows())):
-            row = long_file_keystrokes(checkpoint, windows, files, keystrokes)
-            print(name, json.dumps(row), flush=True)
+            if args.sticky_only and name != "sticky":
+                continue
+            every = 10 if name == "sticky" else 0
+            row = long_file_keystrokes(
+                checkpoint, windows, users, events, rounds=rounds, generate_every=every
+            )
+            print(name, json.dumps(row, indent=1), flush=True)
+            (BUILD / f"bench_long_files_{name.split()[0]}.json").write_text(json.dumps(row))
         return
 
     checkpoint = build_checkpoint(CHECKPOINT)

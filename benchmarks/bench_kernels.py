@@ -25,7 +25,7 @@ if not torch.cuda.is_available():
 
 import torch.nn.functional as F  # noqa: E402
 from completion_kernels.beam_step import beam_step_reference  # noqa: E402
-from completion_kernels.paged_attention import paged_attention_reference  # noqa: E402
+from completion_kernels.paged_attention_reference import paged_attention_reference  # noqa: E402
 from completion_kernels.triton_beam_step import beam_step_triton  # noqa: E402
 from completion_kernels.triton_paged_attention import paged_attention_triton  # noqa: E402
 from tqdm import tqdm  # noqa: E402

@@ -6,7 +6,7 @@ against detect-secrets.
 Table 1: p50/p90/p99 of scrubbing one 8 KB context of real code (the standard library), clean
 and with three planted secrets, with the keyword prefilter and without it; detect-secrets'
 `scan_file` on the same contexts for scale.
-Table 2: per rule, the slowest of its hostile texts (tests/secret_corpus.py HOSTILE_UNITS) at
+Table 2: per rule, the slowest of its hostile texts (tests/support/secret_corpus.py HOSTILE_UNITS) at
 1 MB: time per KB without a budget, and what a request's ScrubBudget makes of it.
 Table 3: recall on planted secrets of every family and findings on clean code (false
 positives), ours and detect-secrets', over the standard library.
@@ -23,8 +23,8 @@ from detect_secrets.core.scan import scan_file
 from detect_secrets.settings import default_settings
 from tqdm import tqdm
 
-from service.middleware.secrets import Scrubber, ScrubBudget, ScrubBudgetExceeded, SecretDetector
-from tests.secret_corpus import HOSTILE_UNITS, plant, planted_secrets, stdlib_files
+from service.secrets.scrubber import Scrubber, ScrubBudget, ScrubBudgetExceeded, SecretDetector
+from tests.support.secret_corpus import HOSTILE_UNITS, plant, planted_secrets, stdlib_files
 
 CONTEXT_CHARS = 8192
 

@@ -29,8 +29,8 @@ import httpx
 from tqdm import tqdm
 
 from service.settings import DEFAULT_MODEL_DIR
-from tests.redis_server import RedisServer
-from tests.service_process import server_process
+from tests.support.redis_server import RedisServer
+from tests.support.service_process import server_process
 
 REPO = Path(__file__).resolve().parent.parent
 

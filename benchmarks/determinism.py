@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.determinism [--families gpt2 llama_gqa] [--trials 6]
 
-For each tiny random checkpoint family (built with `tests.tiny_checkpoints`), a set of target
+For each tiny random checkpoint family (built with `tests.support.tiny_checkpoints`), a set of target
 requests (greedy, and beam search with 4 beams) is first run alone, one after another, on a fresh
 engine. Then, in each trial, the same targets run on a fresh engine inside a mixed load: other
 prompts of random lengths, greedy and sampled, arriving at random steps, with a per-trial token
@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from service.engine import EngineConfig, LLMEngine, SamplingParams
-from tests.tiny_checkpoints import build_checkpoint, training_text
+from tests.support.tiny_checkpoints import build_checkpoint, training_text
 
 GREEDY = SamplingParams(max_tokens=24, ignore_eos=True)
 BEAM = SamplingParams(max_tokens=12, ignore_eos=True, num_beams=4)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 from completion_kernels.cpu_extension import bf16_kernels, cpu_kernels
-from completion_kernels.paged_attention import attend_last, store_kv_reference
+from completion_kernels.paged_attention_reference import attend_last, store_kv_reference
 
 # Sequences with at most this many query tokens in a step go to the compiled kernel: its work
 # grows with queries x keys without a matrix product's blocking, which flash attention has. The

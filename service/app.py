@@ -6,22 +6,23 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from service.api import completions, events, health, infill, metrics, models
-from service.api.body_limit import BodyLimits
-from service.api.completion_runner import CompletionRunner
 from service.api.dependencies import Serving
 from service.api.errors import install_error_handlers
 from service.api.lifecycle import Lifecycle
 from service.cache import make_suggestion_cache
 from service.cache.keys import model_revision
+from service.completion.runner import CompletionRunner
 from service.engine import AsyncEngine, EngineConfig
 from service.middleware.auth import Authenticate, TokenAuth, require_tenant
+from service.middleware.body_limit import BodyLimits
+from service.middleware.http_latency import HttpLatency
 from service.middleware.rate_limit import RateLimiter, enforce_rate_limit
 from service.middleware.request_id import RequestContextMiddleware
 from service.middleware.request_scrubbing import ScrubRequestBody
-from service.middleware.sensitive_files import SensitiveFiles
 from service.prompt.builder import PromptBuilder
 from service.prompt.fim import read_fim_order
 from service.prompt.window import Budget, StickyWindows
+from service.secrets.sensitive_files import SensitiveFiles
 from service.settings import Settings
 
 ROUTERS = [
@@ -132,6 +133,6 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.auth_failures_per_minute > 0
         else None,
     )
-    app.add_middleware(metrics.HttpLatency)
+    app.add_middleware(HttpLatency, histogram=metrics.HTTP_LATENCY)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -8,7 +8,7 @@ the fields below, so the help text lives here, next to the setting it explains.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.middleware.sensitive_files import DEFAULT_SENSITIVE_GLOBS
+from service.secrets.sensitive_files import DEFAULT_SENSITIVE_GLOBS
 
 # The checkpoint `make serve` serves when no --model is given.
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
@@ -103,6 +103,11 @@ class Settings:
     suffix_tokens: int = setting(
         256, "token budget for the code after the cursor (cut at a line boundary)"
     )
+    tabby_prefix_chars: int = setting(
+        1536,
+        "the Tabby body's prefix is clipped to its last whole lines within this many characters "
+        "first, as Tabby's own server does; the token window (--prefix-tokens) then applies",
+    )
     snippet_tokens: int = setting(
         256, "token budget for Tabby's declarations and snippets, rendered as comment lines"
     )
@@ -137,6 +142,21 @@ class Settings:
         "another's prompts; each tenant's first keystroke computes its whole prompt); "
         "suggestion-cache entries are per tenant in any case",
     )
+    semantic: bool = setting(
+        True,
+        "the semantic engine (service/semantic): after `expr.` on a known type the completion "
+        "starts with a real member, and suggestions are checked and cleaned against the code; "
+        "a request's `semantic` field overrides it",
+    )
+    unsafe_suggestions: str = setting(
+        "drop",
+        "with the semantic engine on, a suggestion that introduces an unsafe pattern (eval/exec "
+        "of input, shell=True on a formatted string, pickle.loads, yaml.load without a safe "
+        "loader, SQL built by string formatting, verify=False) is dropped, ranked after the "
+        "safe choices ('last'; a one-choice request still shows it), or allowed; each counted "
+        "by rule on /metrics",
+        choices=["drop", "last", "allow"],
+    )
     drain_timeout_s: float = setting(
         10.0,
         "on SIGTERM: readiness 503 at once, requests in flight get this many seconds to finish "
@@ -152,6 +172,10 @@ class Settings:
             raise ValueError(
                 f"line_num_beams is {self.line_num_beams}: it must be between 1 and "
                 f"max_num_beams ({self.max_num_beams})"
+            )
+        if self.tabby_prefix_chars < 1:
+            raise ValueError(
+                f"tabby_prefix_chars is {self.tabby_prefix_chars}: it must be at least 1"
             )
         if not 0 < self.window_step <= 0.5:
             raise ValueError(

@@ -1,5 +1,10 @@
 """Suite-wide setup. Without CUDA, Triton kernels run in its interpreter; triton reads the
-switch when first imported, so it must be set before any test module imports a kernel."""
+switch when first imported, so it must be set before any test module imports a kernel.
+
+Tests marked `slow` are left out of `make test-fast` (`pytest -m "not slow"`): a module that can
+start the server or redis-server is marked here, from the helpers it imports; builds, training
+runs, subprocesses of the CLI and timing measurements carry the mark in their own files.
+"""
 
 import os
 
@@ -23,9 +28,22 @@ def cpu_kernels_built():
 def data_dir(tmp_path_factory):
     """Packed training shards of a few Python sources, for the training tests."""
     # Imported here, not above: nothing may import a kernel before TRITON_INTERPRET is set.
-    from tests.training_helpers import python_sources, write_shards
+    from tests.support.training_data import python_sources, write_shards
 
     out = tmp_path_factory.mktemp("data")
     sources = python_sources()
     write_shards(out, sources[1:], sources[:1])
     return out
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Imported here: the helpers must not load before TRITON_INTERPRET is set above.
+    from tests.support.redis_server import RedisServer, running_redis_server
+    from tests.support.service_process import running_server, server_process, started_server
+
+    process_starters = {running_server, server_process, started_server, RedisServer}
+    starts_a_process = {id(helper) for helper in process_starters | {running_redis_server}}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None and any(id(v) in starts_a_process for v in vars(module).values()):
+            item.add_marker(pytest.mark.slow)

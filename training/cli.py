@@ -1,7 +1,8 @@
-"""argparse subcommands for the model stages: train, export, evaluate, compare, pipeline, sweep.
+"""argparse subcommands for the model stages: train, export, pipeline, sweep.
 
 Each `add_*_parser(subparsers)` registers one subcommand whose handler is `args.run(args)`
-(the convention of `training/data/cli.py`); `training/__main__.py` collects them.
+(the convention of `training/data/cli.py` and `training/evaluation/cli.py`); `training/__main__.py`
+collects them.
 """
 
 import argparse
@@ -38,23 +39,6 @@ def run_export(args: argparse.Namespace) -> None:
     print(f"exported to {export(config_from_args(args), args.out_dir)}")
 
 
-def run_evaluate(args: argparse.Namespace) -> None:
-    from training.evaluate import evaluate
-
-    print(json.dumps(evaluate(config_from_args(args), args.model_dir), indent=2))
-
-
-def run_compare(args: argparse.Namespace) -> None:
-    from training.compare import compare, markdown_table
-
-    try:
-        rows = compare(args.model_a, args.model_b, args.samples)
-    except (FileNotFoundError, ValueError) as error:  # not evaluated, or on other cursors
-        raise SystemExit(f"compare: {error}") from None
-    print(f"A = {args.model_a}\nB = {args.model_b}\n")
-    print(markdown_table(rows))
-
-
 def run_pipeline(args: argparse.Namespace) -> None:
     from training.pipeline import run_pipeline
 
@@ -82,15 +66,6 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run_export)
 
 
-def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "evaluate", help="val loss, line completion, HumanEval of a model dir"
-    )
-    add_common(parser)
-    parser.add_argument("--model-dir", help="override evaluate.model_dir")
-    parser.set_defaults(run=run_evaluate)
-
-
 def add_pipeline_parser(subparsers: argparse._SubParsersAction) -> None:
     from training.pipeline import STAGES
 
@@ -115,13 +90,3 @@ def add_sweep_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("sweep", help="scaling sweep: train the config's sweep variants")
     add_common(parser)
     parser.set_defaults(run=run_sweep)
-
-
-def add_compare_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "compare", help="two evaluated model dirs, paired on the same line-completion cursors"
-    )
-    parser.add_argument("model_a", help="a model dir that `evaluate` has scored (the baseline)")
-    parser.add_argument("model_b", help="another, scored on the same cursors (the candidate)")
-    parser.add_argument("--samples", type=int, default=10_000, help="bootstrap resamples")
-    parser.set_defaults(run=run_compare)

@@ -145,7 +145,7 @@ class HumanEvalConfig:
     max_new_tokens: int = 128
     timeout_s: float = 5.0
     memory_mb: int = 512
-    # Infilling variants built from the same problems (training/humaneval_infilling.py), greedy
+    # Infilling variants built from the same problems (training/evaluation/humaneval_infilling.py), greedy
     # pass@1: "single_line" (1,033 tasks), "multi_line" (5,815), "random_span" (1,640)
     infilling: list[str] = field(
         default_factory=lambda: ["single_line", "multi_line", "random_span"]

@@ -16,7 +16,7 @@ from transformers import GenerationConfig, PreTrainedTokenizerFast
 from service.models.int8_weights import quantization_config, quantize_state_dict
 from training.config import RunConfig
 from training.data.report import STAGES
-from training.tokenizer import EOT, FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX
+from training.data.tokenizer import EOT, FILE_SEP, FIM_MIDDLE, FIM_PAD, FIM_PREFIX, FIM_SUFFIX
 from training.train import build_model, read_meta
 
 EVAL_RESULTS = "eval_results.json"

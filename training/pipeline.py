@@ -15,11 +15,11 @@ STAGES = ("prepare", "tokenizer", "pack", "train", "export", "evaluate")
 
 
 def run_pipeline(cfg: RunConfig, start: str = "prepare", stop: str = "evaluate") -> dict:
+    from training.data.pack import pack
     from training.data.prepare import prepare
-    from training.evaluate import evaluate
+    from training.data.tokenizer import train_tokenizer
+    from training.evaluation.evaluate import evaluate
     from training.export import export
-    from training.pack import pack
-    from training.tokenizer import train_tokenizer
     from training.train import train
 
     stages = {

@@ -5,10 +5,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Discriminator, Tag
 
 from service.api.dependencies import Caller, CallerDep, Serving, ServingDep
 from service.api.dialects import openai, tabby
-from service.api.errors import ApiError
 from service.api.lifecycle import admit
 from service.api.schemas import (
     OpenAICompletionRequest,
@@ -24,6 +24,32 @@ BODY_DOC = (
     "A Tabby body (`language`, `segments: {prefix, suffix, ...}`) or an OpenAI legacy "
     "completions body (`prompt`, `suffix`, `max_tokens`, ...); the fields tell them apart."
 )
+
+
+def dialect(payload: Any) -> str | None:
+    """Which body it is, by its fields: Tabby's `segments` first, then OpenAI's `prompt`. A body
+    that is not an object goes to the OpenAI model, whose error says it must be one."""
+    if not isinstance(payload, dict):
+        return "openai"
+    if "segments" in payload:
+        return "tabby"
+    return "openai" if "prompt" in payload else None
+
+
+# Both bodies in the OpenAPI schema; the tag is left out of error messages (api/errors.py).
+CompletionBody = Annotated[
+    Annotated[TabbyCompletionRequest, Tag("tabby")]
+    | Annotated[OpenAICompletionRequest, Tag("openai")],
+    Discriminator(
+        dialect,
+        custom_error_type="no_dialect",
+        custom_error_message=(
+            "send `segments.prefix` (Tabby) or `prompt` (OpenAI) to get a completion"
+        ),
+    ),
+    Body(description=BODY_DOC),
+]
+
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": TabbyCompletionResponse | OpenAICompletionResponse, **STREAMED_200},
     400: {"description": "invalid request, with a message saying what to change"},
@@ -38,42 +64,31 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @router.post("/v1/completions", responses=RESPONSES)
 async def completions(
-    payload: Annotated[dict[str, Any], Body(description=BODY_DOC)],
-    request: Request,
-    serving: ServingDep,
-    caller: CallerDep,
+    body: CompletionBody, request: Request, serving: ServingDep, caller: CallerDep
 ):
-    if "segments" in payload:
-        return await tabby_completion(
-            TabbyCompletionRequest.model_validate(payload), request, serving, caller
-        )
-    if "prompt" in payload:
-        return await openai_completion(
-            OpenAICompletionRequest.model_validate(payload), request, serving, caller
-        )
-    raise ApiError(
-        400, "send `segments.prefix` (Tabby) or `prompt` (OpenAI) to get a completion", "prompt"
-    )
+    if isinstance(body, TabbyCompletionRequest):
+        return await tabby_completion(body, request, serving, caller)
+    return await openai_completion(body, request, serving, caller)
 
 
 @router.post("/v1/engines/{engine}/completions", responses=RESPONSES)
 async def engine_completions(
     engine: str,
-    payload: Annotated[dict[str, Any], Body(description=BODY_DOC)],
+    body: CompletionBody,
     request: Request,
     serving: ServingDep,
     caller: CallerDep,
 ):
     """Copilot-style alias (e.g. /v1/engines/codegen/completions); the engine name is ignored."""
-    return await completions(payload, request, serving, caller)
+    return await completions(body, request, serving, caller)
 
 
 async def tabby_completion(
     body: TabbyCompletionRequest, request: Request, serving: Serving, caller: Caller
 ) -> TabbyCompletionResponse:
     job = tabby.job(body, serving, caller)
-    (completion,) = await serving.runner.complete(
-        request, [job], serving.settings.request_timeout_s
+    (completion,), request.state.cache = await serving.runner.complete(
+        [job], serving.settings.request_timeout_s, caller.disconnected, caller.sensitive_file
     )
     return tabby.response(body, job, completion, serving)
 
@@ -84,7 +99,9 @@ async def openai_completion(
     jobs = openai.jobs(body, serving, caller)
     timeout = serving.settings.request_timeout_s
     if not body.stream:
-        completions = await serving.runner.complete(request, jobs, timeout)
+        completions, request.state.cache = await serving.runner.complete(
+            jobs, timeout, caller.disconnected, caller.sensitive_file
+        )
         return openai.response(jobs, completions, serving.model_id)
     streams = serving.runner.start(jobs)  # refusals (503, 400) happen before the 200 stream
     created = int(time.time())

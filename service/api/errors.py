@@ -1,8 +1,6 @@
-"""Every error as a 4xx/5xx JSON body a client can act on, in OpenAI's shape.
-
-`{"error": {"message", "type", "param", "code"}}` is what the `openai` client reads; Tabby's
-agent only looks at the status. Bad input is always a 4xx with a message that says what to
-change, never a 500.
+"""Every error as a 4xx/5xx JSON body a client can act on, in OpenAI's shape (the envelope is
+service/middleware/error_envelope.py, shared with the middleware's refusals). Bad input is
+always a 4xx with a message that says what to change, never a 500.
 """
 
 from fastapi import FastAPI, Request
@@ -11,7 +9,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from service.completion.errors import Aborted, CompletionError, Disconnected, NoOutput
 from service.engine import EngineOverloaded, EngineUnavailable, InvalidRequest, async_engine
+from service.middleware.error_envelope import error_body, error_response
 from service.prompt.builder import PromptTooLong
 
 # Seconds a client should wait before retrying when the engine's queue is full, or when this
@@ -47,15 +47,7 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         """The error object, as the JSON body and as a stream's last event."""
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        return {
-            "error": {
-                "message": self.message,
-                "type": kind,
-                "param": self.param,
-                "code": self.status,
-            }
-        }
+        return error_body(self.status, self.message, self.param)
 
 
 def no_output(timeout_s: float) -> ApiError:
@@ -89,22 +81,32 @@ def aborted(cause: str | None) -> ApiError:
     return ApiError(503, f"{message}; retry in {RETRY_AFTER_S} s", retry_after_s=RETRY_AFTER_S)
 
 
-def error_response(
-    status: int, message: str, param: str | None = None, headers: dict | None = None
-) -> JSONResponse:
-    return api_error_response(ApiError(status, message, param), headers)
+def from_completion_error(error: CompletionError) -> ApiError:
+    """The status and message of a job that ended without a complete answer."""
+    if isinstance(error, NoOutput):
+        return no_output(error.timeout_s)
+    if isinstance(error, Aborted):
+        return aborted(error.cause)
+    if isinstance(error, Disconnected):
+        return aborted(async_engine.DISCONNECTED)
+    raise TypeError(f"no status for {type(error).__name__}")
 
 
 def api_error_response(error: ApiError, headers: dict | None = None) -> JSONResponse:
     headers = {**(error.headers or {}), **(headers or {})}
-    return JSONResponse(error.body(), status_code=error.status, headers=headers or None)
+    return error_response(error.status, error.message, error.param, headers)
 
 
 def describe_validation_errors(errors: list) -> tuple[str, str | None]:
     """A one-line message naming each bad field, and the first field's name."""
     parts, params = [], []
     for error in errors:
-        location = ".".join(str(p) for p in error["loc"] if p != "body")
+        loc = list(error["loc"])
+        if loc[:1] == ["body"] and loc[1:2] in (["tabby"], ["openai"]):  # /v1/completions' tag
+            del loc[1]
+        if error["type"] == "no_dialect":
+            return error["msg"], "prompt"
+        location = ".".join(str(p) for p in loc if p != "body")
         if error["type"] == "json_invalid":
             parts.append(f"the body is not valid JSON ({error.get('ctx', {}).get('error', '')})")
             continue
@@ -133,6 +135,10 @@ async def on_api_error(request: Request, exc: ApiError):
     return api_error_response(exc)
 
 
+async def on_completion_error(request: Request, exc: CompletionError):
+    return api_error_response(from_completion_error(exc))
+
+
 async def on_invalid_request(request: Request, exc: InvalidRequest | PromptTooLong):
     return error_response(400, str(exc))
 
@@ -154,6 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_exception)
     app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(CompletionError, on_completion_error)
     app.add_exception_handler(InvalidRequest, on_invalid_request)
     app.add_exception_handler(PromptTooLong, on_invalid_request)
     app.add_exception_handler(EngineOverloaded, on_overloaded)

@@ -7,6 +7,8 @@ from service.api.dialects import llama_cpp
 from service.api.lifecycle import admit
 from service.api.schemas import InfillRequest, InfillResponse
 from service.api.streaming import STREAMED_200, sse_response
+from service.completion.errors import NoOutput
+from service.completion.runner import Delta
 
 router = APIRouter(tags=["completions"], dependencies=[Depends(admit)])
 
@@ -16,12 +18,24 @@ async def infill(body: InfillRequest, request: Request, serving: ServingDep, cal
     job = llama_cpp.job(body, serving, caller)
     timeout = llama_cpp.timeout_s(body, serving)
     if not body.stream:
-        (completion,) = await serving.runner.complete(request, [job], timeout)
+        try:
+            (completion,), request.state.cache = await serving.runner.complete(
+                [job], timeout, caller.disconnected, caller.sensitive_file
+            )
+        except NoOutput:
+            if not llama_cpp.client_deadline(body, serving):
+                raise
+            completion = llama_cpp.out_of_time(job, timeout)
         return llama_cpp.response(completion, serving)
     streams = serving.runner.start([job])
 
     async def chunks():
-        async for delta in serving.runner.stream([job], streams, timeout):
-            yield llama_cpp.chunk(delta)
+        try:
+            async for delta in serving.runner.stream([job], streams, timeout):
+                yield llama_cpp.chunk(delta)
+        except NoOutput:
+            if not llama_cpp.client_deadline(body, serving):
+                raise
+            yield llama_cpp.chunk(Delta(0, "", "length"))
 
     return sse_response(chunks(), done_marker=False)

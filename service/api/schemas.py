@@ -21,6 +21,10 @@ MAX_OPENAI_STOPS = 4  # OpenAI's own cap
 MAX_INFILL_STOPS = 16
 MAX_STOP_CHARS = 256  # each stop string is matched against the text after every token
 MAX_LOGIT_BIAS = 300  # OpenAI's own cap (the field is refused unless empty in any case)
+# Numbers that size work without a setting to check them against get a cap of their own: an
+# n_indent of 2**34 once asked for a 16 GiB string of spaces and took the server down.
+MAX_INDENT = 256  # columns
+MAX_PREDICT_MS = 3_600_000  # an hour; the server's --request-timeout-s cuts a request sooner
 
 StopString = Annotated[str, Field(max_length=MAX_STOP_CHARS)]
 
@@ -83,6 +87,7 @@ class TabbyCompletionRequest(Request):
     # Beam scores are sum_logprobs / num_tokens ** length_penalty. `transformers`' 1.0 chose worse
     # lines than greedy on held-out code; 0.5 chose better ones (docs/training.md, "Decoding").
     length_penalty: float = Field(0.5, ge=-10, le=10)
+    semantic: bool | None = None  # our extension: None follows the server's --semantic
 
 
 class TabbyChoice(BaseModel):
@@ -129,6 +134,7 @@ class OpenAICompletionRequest(Request):
     early_stopping: bool | Literal["never"] = False
     num_beam_groups: int = Field(1, ge=1)
     diversity_penalty: float = Field(0.0, ge=0, le=1000)
+    semantic: bool | None = None  # our extension: None follows the server's --semantic
 
     @field_validator("prompt")
     @classmethod
@@ -212,8 +218,9 @@ class InfillRequest(Request):
     input_extra: list[InfillExtra] = Field([], max_length=MAX_SNIPPETS)
     prompt: str = ""  # llama.cpp: text after the middle sentinel, i.e. the start of the middle
     n_predict: int = Field(-1, ge=-1)  # -1: the server's default
-    n_indent: int = Field(0, ge=0)  # stop at a line indented less than this
-    t_max_predict_ms: int = Field(0, ge=0)  # stop generating once this much time has passed
+    n_indent: int = Field(0, ge=0, le=MAX_INDENT)  # stop at a line indented less than this
+    # Stop generating once this much time has passed.
+    t_max_predict_ms: int = Field(0, ge=0, le=MAX_PREDICT_MS)
     stop: list[StopString] = Field([], max_length=MAX_INFILL_STOPS)
     cache_prompt: bool = True  # always on: the engine reuses every cached prefix
     temperature: float = Field(0.0, ge=0, le=2)
@@ -221,6 +228,7 @@ class InfillRequest(Request):
     seed: int | None = Field(None, ge=-1, lt=2**63)  # -1: random, as in llama.cpp
     stream: bool = False
     stop_mode: StopMode = "auto"
+    semantic: bool | None = None  # our extension: None follows the server's --semantic
 
 
 class InfillTimings(BaseModel):

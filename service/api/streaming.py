@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 
 from fastapi.responses import StreamingResponse
 
-from service.api.errors import ApiError
+from service.api.errors import ApiError, from_completion_error
+from service.completion.errors import CompletionError
 
 
 def sse_response(chunks: AsyncIterator[dict], done_marker: bool) -> StreamingResponse:
@@ -21,6 +22,8 @@ def sse_response(chunks: AsyncIterator[dict], done_marker: bool) -> StreamingRes
                 yield event(chunk)
         except ApiError as error:
             yield event(error.body())
+        except CompletionError as error:
+            yield event(from_completion_error(error).body())
         if done_marker:
             yield "data: [DONE]\n\n"
 

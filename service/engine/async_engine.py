@@ -1,7 +1,8 @@
 """The engine on its own thread, so the HTTP event loop never waits on model work.
 
 Requests and aborts cross to the engine thread through a queue; outputs come back to each
-request's asyncio queue. A newer request of the same editor session aborts the older one, and a
+request's asyncio queue. The engine knows request ids only: `abort(request_id, cause)` stops one
+(editor sessions, which supersede their older request, live in service/completion/), and a
 request whose consumer goes away (client disconnect, cancelled task) is aborted too: the engine
 drops it before its next step and frees its blocks, keeping full ones for prefix reuse. An
 aborted request's last output says why (`abort_cause`), so the API never passes a cut answer
@@ -25,7 +26,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 
@@ -81,9 +82,6 @@ class AsyncEngine:
         self.failure: BaseException | None = None  # what killed the engine thread, if it died
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
-        # Editor session (any hashable key; the API's is tenant and session id) -> its latest
-        # request id.
-        self._sessions: dict[Hashable, str] = {}
         # Engine thread only: the latest output not yet handed over, and when each request's
         # last one was.
         self._held: dict[str, Sequence] = {}
@@ -119,7 +117,6 @@ class AsyncEngine:
         prompt_token_ids: list[int],
         params: SamplingParams,
         request_id: str | None = None,
-        session_id: Hashable | None = None,
         cache_salt: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Stream the request's outputs; raises InvalidRequest, EngineOverloaded or
@@ -130,8 +127,6 @@ class AsyncEngine:
         self.engine.validate(prompt_token_ids, params)
         if len(self._streams) >= self.config.max_num_seqs + self.config.max_waiting:
             raise EngineOverloaded(f"{len(self._streams)} requests in flight")
-        if session_id is not None:
-            self.supersede(session_id, request_id)
         stream: asyncio.Queue[RequestOutput] = asyncio.Queue()
         self._streams[request_id] = (asyncio.get_running_loop(), stream)
         try:
@@ -142,13 +137,13 @@ class AsyncEngine:
             del self._streams[request_id]
             raise
         self._commands.put(_Add(request_id, prompt_token_ids, params, cache_salt))
-        return self._stream(request_id, stream, session_id)
+        return self._stream(request_id, stream)
 
     def _check_alive(self) -> None:
         if not self.alive:
             raise EngineUnavailable(f"the engine thread died ({type(self.failure).__name__})")
 
-    async def _stream(self, request_id, stream, session_id) -> AsyncIterator[RequestOutput]:
+    async def _stream(self, request_id, stream) -> AsyncIterator[RequestOutput]:
         finished = False
         try:
             while not finished:
@@ -157,19 +152,9 @@ class AsyncEngine:
                 yield output
         finally:
             self._streams.pop(request_id, None)
-            if session_id is not None and self._sessions.get(session_id) == request_id:
-                del self._sessions[session_id]
             if not finished:
                 metrics.CANCELLED.labels(DISCONNECTED).inc()
                 self._commands.put(_Abort(request_id, DISCONNECTED))
-
-    def supersede(self, session_id: Hashable, request_id: str) -> None:
-        """Make request_id the session's latest; abort the older request of that session."""
-        older = self._sessions.get(session_id)
-        self._sessions[session_id] = request_id
-        if older is not None and older in self._streams:
-            metrics.CANCELLED.labels(SUPERSEDED).inc()
-            self.abort(older, SUPERSEDED)
 
     def abort(self, request_id: str, cause: str = DISCONNECTED) -> None:
         """Stop the request within one engine step; its stream ends with finish_reason 'abort'
@@ -181,15 +166,6 @@ class AsyncEngine:
         for request_id in list(self._streams):
             metrics.CANCELLED.labels(cause).inc()
             self.abort(request_id, cause)
-
-    def stats(self) -> dict:
-        blocks = self.engine.block_manager
-        return {
-            "requests_in_flight": len(self._streams),
-            "kv_blocks_total": len(blocks.blocks),
-            "kv_blocks_used": blocks.num_used_blocks,
-            "preemptions": self.engine.scheduler.num_preemptions,
-        }
 
     # -- engine thread ---------------------------------------------------------------------
 

@@ -21,9 +21,11 @@ by `diversity_penalty` times the number of times earlier groups chose the token 
 (Hamming diversity); the penalty stays in the beam's score, as in `transformers`. The result ranks
 every group's hypotheses together. G = 1 is ordinary beam search.
 
-Token healing and code on a blank cursor line (service/engine/next_tokens.py) constrain a beam's
-first tokens as they do a sampled request's, combined with the `allowed_tokens` hook's mask; the
-forced prefix is removed from the returned texts.
+Token healing, code on a blank cursor line and the member after `expr.` (service/engine/
+next_tokens.py) constrain each beam's next tokens as they do a sampled request's, through the beam
+kernel's packed mask; the forced prefix is removed from the returned texts. With
+`open_brackets` set (the semantic engine's count at the cursor), a continuation that closes a
+bracket nothing opened is pruned before it can take a place (service/engine/beam_pruning.py).
 """
 
 import time
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 from completion_kernels.beam_step import beam_step, pack_allowed
 
+from service.engine.beam_pruning import unfixable
 from service.engine.block_manager import BlockManager
 from service.engine.model_runner import ModelRunner
 from service.engine.next_tokens import NextTokens
@@ -178,16 +181,10 @@ class BeamSearch:
         return penalty * torch.bincount(torch.tensor(tokens), minlength=vocab_size).float()
 
     def _mask(self, beam: Sequence, vocab_size: int) -> torch.Tensor | None:
-        """The hook's mask, narrowed by the request's constraints on its first tokens."""
-        hook = beam.params.allowed_tokens
-        mask = hook(beam.output_token_ids) if hook is not None else None
-        if mask is not None and mask.shape != ((vocab_size + 31) // 32,):
-            raise ValueError(f"allowed_tokens must return {(vocab_size + 31) // 32} int32 words")
+        """The request's constraints on the beam's next token (service/engine/next_tokens.py),
+        packed for the beam kernel."""
         allowed = self.next_tokens.allowed(beam, vocab_size)
-        if allowed is not None:
-            first_tokens = pack_allowed(allowed[None])[0]
-            mask = first_tokens if mask is None else mask & first_tokens
-        return mask
+        return None if allowed is None else pack_allowed(allowed[None])[0]
 
     def _advance(
         self, state: BeamRequest, group: DiversityGroup, parents, tokens, scores
@@ -206,6 +203,8 @@ class BeamSearch:
                 break
             probe = branch(group.beams[parent])
             probe.finish_reason = self.outputs.append(probe, token)
+            if params.open_brackets is not None and unfixable(probe.text, params.open_brackets):
+                continue  # no continuation can make it valid code: pruned
             if probe.finish_reason is None:
                 chosen.append((group.beams[parent], token, score))
             elif rank < width and may_keep:

@@ -9,6 +9,7 @@ from service.engine import metrics
 from service.engine.beam_search import BeamSearch
 from service.engine.block_manager import BlockManager
 from service.engine.config import EngineConfig
+from service.engine.member_constraint import MemberConstraint, token_texts
 from service.engine.model_runner import ModelRunner
 from service.engine.next_tokens import NextTokens
 from service.engine.output_processor import OutputProcessor
@@ -35,9 +36,13 @@ class LLMEngine:
         self.scheduler = Scheduler(
             config, self.block_manager, self.runner.model.max_positions, speculative
         )
+        metrics.watch_queues(self.scheduler.waiting, self.scheduler.running)
         self.stop_token_ids = self._stop_token_ids()
         vocab_strings = [self.tokenizer.decode([i]) for i in range(self.tokenizer.get_vocab_size())]
-        self.sampler = Sampler(NextTokens(vocab_strings, self.stop_token_ids))
+        member = MemberConstraint(
+            token_texts(self.tokenizer, self.stop_token_ids), self.stop_token_ids
+        )
+        self.sampler = Sampler(NextTokens(vocab_strings, self.stop_token_ids, member))
         self.outputs = OutputProcessor(self.tokenizer, self.stop_token_ids, self.max_positions)
         self.beam_search = BeamSearch(
             self.scheduler,
@@ -154,7 +159,8 @@ class LLMEngine:
             if not draft or not chunk.completes_sequence:
                 continue
             row = first_rows[id(seq)]
-            greedy = logits[row : row + len(draft) + 1].argmax(-1).tolist()
+            rows = logits[row : row + len(draft) + 1]
+            greedy = self.sampler.next_tokens.verified_greedy(seq, draft, rows)
             kept = accepted_tokens(draft, greedy)  # the kept draft tokens, then the model's own
             chunk.num_tokens -= len(draft) - (len(kept) - 1)
             metrics.observe_draft(len(draft), len(kept) - 1)

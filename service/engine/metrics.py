@@ -1,6 +1,7 @@
 """Prometheus metrics of the engine. Latency buckets start at 1 ms: a keystroke budget is ~100 ms."""
 
 import time
+from collections.abc import Sized
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -30,6 +31,13 @@ DRAFT_TOKENS = Counter("engine_draft_tokens_total", "Speculative tokens proposed
 ACCEPTED_DRAFT_TOKENS = Counter("engine_draft_tokens_accepted_total", "Speculative tokens kept")
 KV_BLOCKS_USED = Gauge("engine_kv_blocks_used", "KV cache blocks referenced by live sequences")
 KV_BLOCKS_TOTAL = Gauge("engine_kv_blocks_total", "KV cache blocks")
+# The autoscaler's signal (deploy/k8s/prometheus-adapter-rules.yaml), as vLLM's
+# num_requests_waiting / num_requests_running.
+REQUESTS_WAITING = Gauge(
+    "engine_requests_waiting",
+    "Sequences whose prompt is not computed yet: queued, in chunked prefill or preempted",
+)
+REQUESTS_RUNNING = Gauge("engine_requests_running", "Sequences decoding")
 
 
 def watch_blocks(blocks: BlockManager) -> None:
@@ -37,6 +45,15 @@ def watch_blocks(blocks: BlockManager) -> None:
     the blocks of requests aborted since the last step (a burst of disconnects) as used."""
     KV_BLOCKS_USED.set_function(lambda: blocks.num_used_blocks)
     KV_BLOCKS_TOTAL.set_function(lambda: len(blocks.blocks))
+
+
+def watch_queues(waiting: Sized, running: Sized) -> None:
+    """Read the scheduler's queues (changed in place, never replaced) at scrape time, for the
+    reason watch_blocks gives: requests admitted or aborted between steps show at once, and an
+    idle engine, which runs no step, shows its last abort. len() is one atomic read, so the
+    scrape needs no lock against the engine thread."""
+    REQUESTS_WAITING.set_function(lambda: len(waiting))
+    REQUESTS_RUNNING.set_function(lambda: len(running))
 
 
 def observe_step(num_decodes: int, num_prefills: int, seconds: float) -> None:

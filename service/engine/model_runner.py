@@ -4,7 +4,6 @@ import os
 
 import torch
 from completion_kernels.cpu_extension import cpu_kernels
-from completion_kernels.cpu_linear import can_pack, pack_linears
 from completion_kernels.cpu_paged_attention import max_queries_in_place, plan_sequences
 from completion_kernels.dispatch import use_cpu_kernel, use_triton
 
@@ -13,6 +12,7 @@ from service.engine.cuda_graphs import DecodeGraphs
 from service.engine.scheduler import ScheduledChunk
 from service.models.attention import AttentionMetadata
 from service.models.loader import load_model
+from service.models.packed_linears import can_pack, pack_linears
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

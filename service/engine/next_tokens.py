@@ -9,12 +9,29 @@
   below the cursor). While the first line is still blank, the tokens that would end it (whitespace
   then a newline, the end of the text) are excluded; the model's next best choice is the code
   it would have written.
+- A member after `expr.` (`SamplingParams.allowed_continuations`): the output's first identifier
+  is one of the names (service/engine/member_constraint.py), on every decoding path: the sampler
+  (greedy and sampled) masks the row, beam search packs the same mask for the beam kernel, and
+  speculation verifies a draft under it (`verified_greedy`: a drafted token outside it is a miss).
+  With token healing the names follow the forced prefix: a token that spells the rest of the
+  forced prefix and goes on must go on inside the set.
+
+Cost of the member constraint (2-core EPYC under load 3.4-3.8, checkpoints/default, 8,192-token
+vocabulary, prompt `s = "a"; return s.` with all of `dir(str)` allowed; p50):
+
+| what | ms |
+|---|---|
+| engine step, 16 greedy tokens, unconstrained / constrained | 56 / 63 (noise at this load) |
+| mask per constrained step (cached mask + masked argmax) | 0.046 (< 0.1% of a step) |
+| mask build for a new (member set, identifier so far), then cached | 0.48-0.88 |
+| token texts + trie, once at engine start | 41-94 |
 """
 
 from collections import defaultdict
 
 import torch
 
+from service.engine.member_constraint import MemberConstraint
 from service.engine.sequence import Sequence
 
 
@@ -41,12 +58,13 @@ def constrained(seq: Sequence) -> bool:
 
 
 class NextTokens:
-    def __init__(self, token_strings: list[str], stop_ids: set[int]):
+    def __init__(self, token_strings: list[str], stop_ids: set[int], member: MemberConstraint):
         by_first_char: dict[str, list[int]] = defaultdict(list)
         for token_id, text in enumerate(token_strings):
             if text and token_id not in stop_ids:
                 by_first_char[text[0]].append(token_id)
         self.token_strings = token_strings
+        self.member = member
         self.by_first_char = dict(by_first_char)
         # The tokens that may come while the first line is still blank: not those that end it.
         self.continuing_blank_line = torch.tensor(
@@ -63,20 +81,58 @@ class NextTokens:
             if strings[t].startswith(remaining) or remaining.startswith(strings[t])
         ]
 
+    def member_names(self, seq: Sequence, output_ids: list[int]) -> tuple[frozenset[str], str]:
+        """The request's names and the text spelled under them after `output_ids`; no names
+        where it has none or the constraint is over."""
+        names = seq.params.allowed_continuations
+        if not names:
+            return frozenset(), ""
+        generated = self.member.generated(names, seq.params.forced_prefix, output_ids)
+        return (names, generated) if generated is not None else (frozenset(), "")
+
     def allowed(self, seq: Sequence, vocab_size: int) -> torch.Tensor | None:
         """[vocab_size] bool: the tokens `seq` may take next; None where any may (also where no
         token spells the forced prefix, which then stays unenforced)."""
         remaining = remaining_prefix(seq.params.forced_prefix, seq.raw_text)
         needs_code = awaits_code(seq)
-        if not remaining and not needs_code:
+        names, generated = self.member_names(seq, seq.output_token_ids)
+        if not remaining and not needs_code and not names:
             return None
-        mask = torch.zeros(vocab_size, dtype=torch.bool)
-        if remaining:
-            ids = self.spelling(remaining)
-            if needs_code:  # what a token spells past the forced prefix starts the first line
-                strings = self.token_strings
-                ids = [t for t in ids if not ends_blank_line(strings[t][len(remaining) :])]
-            mask[ids] = True
+        if not remaining:
+            mask = self.member.mask(names, generated, vocab_size) if names else None
+            if needs_code:
+                blank = torch.zeros(vocab_size, dtype=torch.bool)
+                blank[: len(self.continuing_blank_line)] = self.continuing_blank_line[:vocab_size]
+                mask = blank if mask is None else mask & blank
         else:
-            mask[: len(self.continuing_blank_line)] = self.continuing_blank_line
-        return mask if mask.any() else None
+            ids = self.spelling(remaining)
+            strings = self.token_strings
+            if needs_code:  # what a token spells past the forced prefix starts the first line
+                ids = [t for t in ids if not ends_blank_line(strings[t][len(remaining) :])]
+            if names:  # ... and starts the member
+                ids = [t for t in ids if self.member.allows(names, strings[t][len(remaining) :])]
+            mask = torch.zeros(vocab_size, dtype=torch.bool)
+            mask[ids] = True
+        if mask.any():
+            return mask
+        # Nothing fits. Without a member constraint the first-token rules give way; with one,
+        # the sequence ends here rather than leave the set.
+        return self.member.dead_end(vocab_size) if names else None
+
+    def verified_greedy(self, seq: Sequence, draft: list[int], rows: torch.Tensor) -> list[int]:
+        """The model's greedy choice after the sequence's last token and after each draft token
+        (`rows`: their logits), taken under the member constraint wherever it is active there,
+        so a drafted token outside it never matches and is rejected."""
+        greedy = rows.argmax(-1).tolist()
+        if not seq.params.allowed_continuations:
+            return greedy
+        output = seq.output_token_ids
+        for i in range(len(greedy)):
+            names, generated = self.member_names(seq, output + draft[:i])
+            if not names:
+                break  # over: the model's own choices stand from here on
+            allowed = self.member.mask(names, generated, rows.shape[-1]).to(rows.device)
+            greedy[i] = int(rows[i].masked_fill(~allowed, float("-inf")).argmax())
+            if i < len(draft) and draft[i] != greedy[i]:
+                break  # the draft is cut here: later rows are never read
+        return greedy

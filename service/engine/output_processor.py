@@ -56,7 +56,7 @@ class OutputProcessor:
             return "stop"
         cut = first_stop(text, params.stop)
         if cut is None and params.stop_rule is not None:
-            cut = params.stop_rule(text)
+            cut = params.stop_rule.cut(text)
         seq.text = text if cut is None else text[:cut]
         if cut is not None:
             return "stop"

@@ -34,6 +34,7 @@ class Sampler:
             sorted_probs, order = probs.sort(descending=True)
             # Keep the smallest set of tokens whose mass reaches top_p (the first always stays).
             outside = sorted_probs.cumsum(-1) - sorted_probs >= params.top_p
+            outside[0] = False  # also where top_p rounds to 0 in float32 (1e-300 did)
             sorted_probs[outside] = 0.0
             probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
         return int(torch.multinomial(probs, 1, generator=seq.generator))

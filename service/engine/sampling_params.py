@@ -1,16 +1,20 @@
 """What a request asks of decoding."""
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
-import torch
 
-# Given the text generated so far, the index to cut it at once it must stop, else None.
-StopRule = Callable[[str], int | None]
-# Given a beam's generated token ids, the tokens it may take next as an int32 bitmask of
-# ceil(vocab / 32) words (bit t % 32 of word t // 32), or None for no constraint.
-AllowedTokens = Callable[[list[int]], torch.Tensor | None]
+class StopRule(Protocol):
+    """Where generated text must end, decided on the text so far (forced prefix removed).
+
+    A rule is data, a frozen dataclass whose fields are all it depends on: requests are cached
+    by it (service/completion/runner.py), so two rules that cut differently must differ in
+    value. The code-aware rules are built in service/semantic/stopping.py; the engine only cuts.
+    """
+
+    def cut(self, text: str) -> int | None:
+        """The index to cut `text` at once it must stop, else None."""
+        ...
 
 
 @dataclass
@@ -32,7 +36,14 @@ class SamplingParams:
     num_beams: int = 1
     length_penalty: float = 1.0
     early_stopping: bool | Literal["never"] = False
-    allowed_tokens: AllowedTokens | None = None  # per-beam constraint hook (beam search only)
+    # The output's first identifier is one of these names (the rest of each member legal after
+    # `expr.`, past what the user typed), on every decoding path (service/engine/next_tokens.py);
+    # None: no constraint. Data, so a request's constraint is compared and hashed as a value.
+    allowed_continuations: frozenset[str] | None = None
+    # Brackets open at the cursor (the semantic analysis's count): beam search drops a beam that
+    # closes one more, or closes the wrong kind (service/engine/beam_pruning.py); None: no
+    # pruning (the cursor in a string, or semantics off).
+    open_brackets: int | None = None
     # Diverse beam search: num_beams split into groups searched in turn, each group's log-probs
     # lowered by diversity_penalty per earlier group's choice of the same token at that step.
     num_beam_groups: int = 1

@@ -24,8 +24,8 @@ from pathlib import Path
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_response
 from service.logging_setup import tenant_var
+from service.middleware.error_envelope import error_response
 from service.middleware.rate_limit import RateLimiter
 
 ANONYMOUS_TENANT = "anonymous"

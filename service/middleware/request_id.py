@@ -10,9 +10,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_response
 from service.logging_setup import request_id_var, tenant_var
-from service.middleware.secrets import contains_secret
+from service.middleware.error_envelope import error_response
+from service.secrets.scrubber import contains_secret
 
 logger = logging.getLogger("service.access")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")

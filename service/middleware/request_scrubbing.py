@@ -19,10 +19,10 @@ import anyio
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_response
+from service.middleware.error_envelope import error_response
 from service.middleware.json_body import BodyRefused, decode_json, encode_json
-from service.middleware.secrets import Scrubber, ScrubBudget, ScrubBudgetExceeded
-from service.middleware.sensitive_files import SensitiveFiles
+from service.secrets.scrubber import Scrubber, ScrubBudget, ScrubBudgetExceeded
+from service.secrets.sensitive_files import SensitiveFiles
 
 SECRETS_SCRUBBED = Counter(
     "secrets_scrubbed_total", "Secrets replaced by placeholders in requests, by rule", ["rule"]

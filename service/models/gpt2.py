@@ -17,7 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from completion_kernels.cpu_decode_layers import fusable, gpt2_decode_layers, gpt2_layer_weights
+from completion_kernels.cpu_decode_layers import fusable, gpt2_decode_layers, packed
 from torch import nn
 from transformers import GPT2Config
 
@@ -30,6 +30,9 @@ CONV1D_WEIGHTS = (
     "mlp.c_fc.weight",
     "mlp.c_proj.weight",
 )
+
+# Activations the compiled decode layers run, as `torch.nn.functional.gelu`'s `approximate`.
+GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 
 
 def activation(name: str):
@@ -168,7 +171,7 @@ class GPT2(nn.Module):
             positions = torch.arange(input_ids.shape[-1], device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(positions))
         if fusable(x, meta) and self.packed_layer_weights() is not None:
-            return self.ln_f(gpt2_decode_layers(x, self.packed_weights, self, meta))
+            return self.ln_f(self.compiled_decode_layers(x, meta))
         for i, attn in enumerate(self.attn):
             x = self.block(i)(x, attn, meta)
         return self.ln_f(x)
@@ -176,8 +179,37 @@ class GPT2(nn.Module):
     def packed_layer_weights(self) -> list[torch.Tensor] | None:
         """The compiled decode step's weights, None until the projections are packed for it."""
         if self.packed_weights is None:
-            self.packed_weights = gpt2_layer_weights(self)
+            self.packed_weights = self._layer_weights()
         return self.packed_weights
+
+    def _layer_weights(self) -> list[torch.Tensor] | None:
+        """The compiled call's 12 weights a layer (see the C++), or None where it cannot run."""
+        if self.config.activation_function not in GELU:
+            return None
+        weights = []
+        for i in range(self.num_layers):
+            block = self.block(i)
+            attn = packed(block.attn.c_attn, block.attn.c_proj)
+            mlp = packed(block.mlp.c_fc, block.mlp.c_proj)
+            if attn is None or mlp is None:
+                return None
+            ln_1, ln_2 = (block.ln_1.weight, block.ln_1.bias), (block.ln_2.weight, block.ln_2.bias)
+            weights += [*ln_1, *attn, *ln_2, *mlp]
+        return weights
+
+    def compiled_decode_layers(self, x: torch.Tensor, meta: AttentionMetadata) -> torch.Tensor:
+        """All layers in one compiled call (a decode step the C++ takes, `fusable`), before ln_f,
+        as the Python layers; the weights must be packed (`packed_layer_weights`)."""
+        return gpt2_decode_layers(
+            x,
+            self.packed_weights,
+            [c for a in self.attn for c in (a.k_cache, a.v_cache)],
+            [a.scale for a in self.attn],
+            meta,
+            self.config.n_head,
+            self.config.layer_norm_epsilon,
+            GELU[self.config.activation_function],
+        )
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.wte

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
-from completion_kernels.cpu_decode_layers import fusable, llama_decode_layers, llama_layer_weights
+from completion_kernels.cpu_decode_layers import fusable, llama_decode_layers, packed
 from completion_kernels.rms_norm import rms_norm
 from completion_kernels.rotary import apply_rope, rope_tables
 from torch import nn
@@ -152,7 +152,7 @@ class Llama(nn.Module):
         x = self.embed_tokens(input_ids)
         cos, sin = rope_tables(x, *self.rope(positions))
         if fusable(x, meta) and self.packed_layer_weights() is not None:
-            x = llama_decode_layers(x, self.packed_weights, self.layers, cos, sin, meta)
+            x = self.compiled_decode_layers(x, cos, sin, meta)
         else:
             for layer in self.layers:
                 x = layer(x, cos, sin, meta)
@@ -161,8 +161,44 @@ class Llama(nn.Module):
     def packed_layer_weights(self) -> list[torch.Tensor] | None:
         """The compiled decode step's weights, None until the projections are packed for it."""
         if self.packed_weights is None:
-            self.packed_weights = llama_layer_weights(self.layers)
+            self.packed_weights = self._layer_weights()
         return self.packed_weights
+
+    def _layer_weights(self) -> list[torch.Tensor] | None:
+        """The compiled call's 10 weights a layer (see the C++), or None where it cannot run."""
+        weights = []
+        for layer in self.layers:
+            attn = packed(layer.self_attn.qkv_proj, layer.self_attn.o_proj)
+            mlp = packed(layer.mlp.gate_up_proj, layer.mlp.down_proj)
+            if attn is None or mlp is None:
+                return None
+            weights += [
+                layer.input_layernorm.weight,
+                *attn,
+                layer.post_attention_layernorm.weight,
+                *mlp,
+            ]
+        return weights
+
+    def compiled_decode_layers(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, meta: AttentionMetadata
+    ) -> torch.Tensor:
+        """All layers in one compiled call (a decode step the C++ takes, `fusable`), as the
+        Python layers; the weights must be packed (`packed_layer_weights`)."""
+        attention = self.layers[0].self_attn
+        caches = [c for a in self.attention_layers() for c in (a.k_cache, a.v_cache)]
+        return llama_decode_layers(
+            x,
+            self.packed_weights,
+            caches,
+            cos,
+            sin,
+            meta,
+            attention.num_heads,
+            attention.num_kv_heads,
+            self.layers[0].input_layernorm.eps,
+            attention.attn.scale,
+        )
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens

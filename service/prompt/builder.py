@@ -70,10 +70,6 @@ class PromptBuilder:
             )
         return self.budget.within(room)
 
-    @property
-    def family(self) -> str:
-        return self.renderer.template.family
-
     def encode(self, text: str) -> Tokens:
         return self.prefix_tokens.plain(text)
 

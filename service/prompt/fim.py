@@ -30,8 +30,6 @@ class FimTemplate:
     prefix_token: str | None = None
     suffix_token: str | None = None
     middle_token: str | None = None
-    # Token a FIM model emits when the middle is done, when it is not the tokenizer's EOS.
-    end_token: str | None = None
 
     @property
     def uses_suffix(self) -> bool:
@@ -43,7 +41,7 @@ TEMPLATES = [
     FimTemplate("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
     FimTemplate("santacoder", "<fim-prefix>", "<fim-suffix>", "<fim-middle>"),
     FimTemplate("qwen2.5-coder", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
-    FimTemplate("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", end_token="▁<EOT>"),
+    FimTemplate("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>"),
     FimTemplate("deepseek-coder", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"),
 ]
 PLAIN = FimTemplate("plain")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from service.prompt.prefix_tokens import Encoded
+from service.prompt.prefix_tokens import Encoded, Tokens
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,22 @@ class StickyWindows:
             chosen = min(fresh or [len(cuts) - 1], key=lambda i: (line_rank(prefix, cuts[i]), i))
         self.remember(cuts[chosen], texts[chosen], session, cache_salt, "prefix")
         return prefix[cuts[chosen] :]
+
+    def clip_prefix_chars(
+        self,
+        prefix: str,
+        max_chars: int,
+        session: Hashable | None = None,
+        cache_salt: str | None = None,
+    ) -> str:
+        """`clip_prefix_chars` that stays put while the user types: the last whole lines within
+        `max_chars` characters, from a remembered line start (per session, else by its text)
+        as long as it fits, moved by a quarter of `max_chars` when it must (Tabby's clip)."""
+        if len(prefix) <= max_chars:
+            return prefix
+        chars = Tokens([], [(i, i + 1) for i in range(len(prefix))])
+        key = None if session is None else ("chars", session)  # apart from the token window's
+        return self.clip_prefix(prefix, chars, max_chars, key, cache_salt)
 
     def clip_suffix(
         self,

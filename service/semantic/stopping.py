@@ -1,7 +1,8 @@
 """Code-aware stopping: where an editor completion should end, decided while it is generated.
 
-A stop rule is `rule(text) -> cut index | None`, called by the engine on the text generated so
-far (forced prefix already removed). Modes:
+A stop rule is data, `LineEnd()` or `BlockEnd(min_indent)`, whose fields are its cache key;
+the engine calls `rule.cut(text) -> cut index | None` on the text generated so far (forced
+prefix already removed). Modes:
 
 - "line": the completion ends with the cursor's line (the cursor sits before other code on it);
 - "block": the completion ends when a line's indentation falls below the cursor's block (to or
@@ -15,11 +16,10 @@ After generation, `drop_suffix_overlap` removes the end of a completion that rep
 already after the cursor.
 """
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 StopMode = Literal["none", "line", "block", "auto"]
-StopRule = Callable[[str], int | None]
 
 OPENERS = ("(", "[", "{", ":")
 TAB_WIDTH = 4
@@ -44,18 +44,23 @@ def on_blank_line(prefix: str, suffix: str) -> bool:
     return not cursor_line(prefix).strip() and not rest_of_line(suffix).strip()
 
 
-def stop_at_line_end(text: str) -> int | None:
-    newline = text.find("\n")
-    return None if newline == -1 else newline
+@dataclass(frozen=True)
+class LineEnd:
+    """The completion ends with the cursor's line."""
+
+    def cut(self, text: str) -> int | None:
+        newline = text.find("\n")
+        return None if newline == -1 else newline
 
 
-def block_stop_rule(line_at_cursor: str) -> StopRule:
-    """Stop before the first line that leaves the cursor's block, or at two blank lines."""
-    base = indentation(line_at_cursor)
-    # A cursor line that opens a block: its body is deeper, and a line at its level ends it.
-    limit = base + 1 if line_at_cursor.rstrip().endswith(OPENERS) else base
+@dataclass(frozen=True)
+class BlockEnd:
+    """The completion ends before its first line indented less than `min_indent` columns (a
+    line that leaves the block), or at a run of two blank lines."""
 
-    def rule(text: str) -> int | None:
+    min_indent: int
+
+    def cut(self, text: str) -> int | None:
         lines = text.split("\n")
         start = len(lines[0]) + 1  # line 0 continues the cursor's line: never judged
         blank_run = 0
@@ -67,12 +72,20 @@ def block_stop_rule(line_at_cursor: str) -> StopRule:
                     return len(text[:start].rstrip())
             else:
                 blank_run = 0
-                if indentation(line) < limit:
+                if indentation(line) < self.min_indent:
                     return len(text[:start].rstrip())
             start += len(line) + 1
         return None
 
-    return rule
+
+StopRule = LineEnd | BlockEnd
+
+
+def block_stop_rule(line_at_cursor: str) -> BlockEnd:
+    """Stop before the first line that leaves the cursor's block, or at two blank lines."""
+    base = indentation(line_at_cursor)
+    # A cursor line that opens a block: its body is deeper, and a line at its level ends it.
+    return BlockEnd(base + 1 if line_at_cursor.rstrip().endswith(OPENERS) else base)
 
 
 def make_stop_rule(mode: StopMode, prefix: str, suffix: str) -> StopRule | None:
@@ -80,7 +93,7 @@ def make_stop_rule(mode: StopMode, prefix: str, suffix: str) -> StopRule | None:
     if mode == "auto":
         mode = "line" if rest_of_line(suffix).strip() else "block"
     if mode == "line":
-        return stop_at_line_end
+        return LineEnd()
     if mode == "block":
         return block_stop_rule(cursor_line(prefix))
     return None

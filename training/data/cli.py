@@ -48,7 +48,7 @@ def run_prepare(args: argparse.Namespace) -> None:
 
 
 def run_tokenizer(args: argparse.Namespace) -> None:
-    from training.tokenizer import train_tokenizer
+    from training.data.tokenizer import train_tokenizer
 
     cfg = config_from_args(args)
     path = train_tokenizer(cfg)
@@ -56,7 +56,7 @@ def run_tokenizer(args: argparse.Namespace) -> None:
 
 
 def run_pack(args: argparse.Namespace) -> None:
-    from training.pack import pack
+    from training.data.pack import pack
 
     meta = pack(config_from_args(args))
     print(

@@ -59,7 +59,7 @@ def _init_stage3(cfg: DataConfig) -> None:
     _worker["decontaminator"] = Decontaminator(cfg.decontaminate)
     if cfg.secrets.scrub:
         # Imported lazily: the server's rules module, shared so training and serving agree.
-        from service.middleware.secrets import scrub
+        from service.secrets.scrubber import scrub
 
         _worker["scrub"] = scrub
 

@@ -8,14 +8,15 @@ files go into the prompt as comment lines, and code-aware stopping is on ("auto"
 
 import uuid
 
-from service.api.completion_runner import Completion, Delta, Job
 from service.api.dependencies import Caller, Serving
-from service.api.dialects.sampling import check_limits, sampling_params, with_line_beams
+from service.api.dialects.sampling import check_limits, with_line_beams
 from service.api.errors import ApiError
 from service.api.schemas import InfillRequest, InfillResponse, InfillTimings
+from service.completion.finishing import SourceFile
+from service.completion.plan import sampling_params
+from service.completion.runner import Completion, Delta, Job
 from service.prompt.builder import CompletionInput
 from service.prompt.window import Snippet
-from service.semantic.stopping import block_stop_rule
 
 DEFAULT_N_PREDICT = 64
 
@@ -48,9 +49,8 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
         seed=None if body.seed in (None, -1) else body.seed,
         stop=body.stop,
         stop_mode=body.stop_mode,
+        min_indent=body.n_indent,  # llama.cpp: stop at the first line indented less than this
     )
-    if body.n_indent:  # llama.cpp: stop at the first line indented less than n_indent
-        params.stop_rule = block_stop_rule(" " * body.n_indent)
     if not body.stream:
         params = with_line_beams(params, serving.settings)
     return Job(
@@ -61,12 +61,37 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
         params=params,
         session=session,
         drop_overlap=body.stop_mode != "none",
+        semantic=serving.semantic(body.semantic),
+        unsafe_suggestions=serving.unsafe_suggestions,
+        source=SourceFile.of(prefix, body.input_suffix),
     )
 
 
 def timeout_s(body: InfillRequest, serving: Serving) -> float:
     limit = serving.settings.request_timeout_s
     return min(limit, body.t_max_predict_ms / 1000) if body.t_max_predict_ms else limit
+
+
+def client_deadline(body: InfillRequest, serving: Serving) -> bool:
+    """The request's own t_max_predict_ms, not the server's limit, sets its deadline."""
+    limit = serving.settings.request_timeout_s
+    return bool(body.t_max_predict_ms) and body.t_max_predict_ms / 1000 < limit
+
+
+def out_of_time(job: Job, timeout_s: float) -> Completion:
+    """The client's t_max_predict_ms ran out before a first token: llama.cpp answers with what
+    it has, nothing, stopped at the limit (a 503 "server busy" would blame the server)."""
+    return Completion(
+        index=0,
+        text="",
+        finish_reason="length",
+        num_prompt_tokens=len(job.prompt.token_ids),
+        num_cached_tokens=0,
+        num_tokens=0,
+        last_token_id=None,
+        first_output_s=timeout_s,
+        elapsed_s=timeout_s,
+    )
 
 
 def stop_type(completion: Completion, serving: Serving) -> str:

@@ -11,11 +11,9 @@ prompt whose best distinct candidates are the n choices; greedy only, one prompt
 import time
 import uuid
 
-from service.api.completion_runner import Completion, Delta, Job
 from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
-    sampling_params,
     with_beams,
     with_line_beams,
 )
@@ -27,6 +25,9 @@ from service.api.schemas import (
     OpenAICompletionResponse,
     Usage,
 )
+from service.completion.finishing import SourceFile
+from service.completion.plan import sampling_params
+from service.completion.runner import Completion, Delta, Job
 from service.prompt.builder import CompletionInput
 
 
@@ -77,6 +78,9 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, caller: Caller) -> lis
                     params=params,
                     session=None if session is None else session.choice(index),
                     drop_overlap=body.stop_mode != "none",
+                    semantic=serving.semantic(body.semantic),
+                    unsafe_suggestions=serving.unsafe_suggestions,
+                    source=SourceFile.of(text, suffix),
                 )
             )
     return result
@@ -132,6 +136,9 @@ def beam_job(
         session=caller.session(),
         drop_overlap=body.stop_mode != "none",
         num_choices=body.n,
+        semantic=serving.semantic(body.semantic),
+        unsafe_suggestions=serving.unsafe_suggestions,
+        source=SourceFile.of(body.prompts[0], suffix),
     )
 
 

@@ -1,12 +1,11 @@
-"""Sampling parameters for a prompt, under the server's limits on what a request may ask."""
+"""The server's limits on what a request may ask of sampling (the parameters themselves are
+written by service/completion/plan.py)."""
 
 import dataclasses
 
 from service.api.errors import ApiError
 from service.engine import SamplingParams
-from service.prompt.builder import Prompt
-from service.prompt.newlines import to_lf
-from service.semantic.stopping import StopMode, make_stop_rule, on_blank_line, stop_at_line_end
+from service.semantic.stopping import LineEnd
 from service.settings import Settings
 
 
@@ -21,28 +20,6 @@ def check_limits(settings: Settings, max_tokens: int, num_choices: int, field: s
         raise ApiError(
             400, f"{num_choices} choices asked; this server allows at most {settings.max_n}", "n"
         )
-
-
-def sampling_params(
-    prompt: Prompt,
-    *,
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    seed: int | None,
-    stop: list[str],
-    stop_mode: StopMode,
-) -> SamplingParams:
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        seed=seed,
-        stop=[to_lf(s) for s in stop],
-        forced_prefix=prompt.forced_prefix,
-        code_on_first_line=stop_mode != "none" and on_blank_line(prompt.prefix, prompt.suffix),
-        stop_rule=make_stop_rule(stop_mode, prompt.prefix, prompt.suffix),
-    )
 
 
 def with_beams(
@@ -72,7 +49,7 @@ def with_beams(
 def with_line_beams(params: SamplingParams, settings: Settings) -> SamplingParams:
     """A greedy one-line completion as the server's --line-num-beams search; others unchanged.
     Only for requests that do not stream: beam search has nothing final before it ends."""
-    one_line = params.stop_rule is stop_at_line_end  # stop mode "line", sent or chosen by "auto"
+    one_line = isinstance(params.stop_rule, LineEnd)  # stop mode "line", sent or chosen by "auto"
     if settings.line_num_beams == 1 or not one_line or not params.greedy or params.beam_search:
         return params
     return dataclasses.replace(

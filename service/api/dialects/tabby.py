@@ -12,11 +12,9 @@ neither field.
 
 import uuid
 
-from service.api.completion_runner import Completion, EditorSession, Job
 from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
-    sampling_params,
     with_beams,
     with_line_beams,
 )
@@ -27,10 +25,13 @@ from service.api.schemas import (
     TabbyCompletionResponse,
     TabbyDebugData,
 )
+from service.completion.finishing import SourceFile
+from service.completion.plan import sampling_params
+from service.completion.runner import Completion, Job
+from service.completion.sessions import EditorSession
 from service.prompt.builder import CompletionInput, Prompt
-from service.prompt.window import Snippet, clip_prefix_chars
+from service.prompt.window import Snippet
 
-MAX_PREFIX_CHARS = 1536
 MAX_TOKENS = 64
 GREEDY_AT_OR_BELOW = 0.1
 
@@ -64,7 +65,10 @@ def build_prompt(
     if not segments.prefix.strip() and not (segments.suffix or "").strip():
         raise ApiError(400, "segments.prefix is empty: there is no code to complete", "segments")
     request = CompletionInput(
-        prefix=clip_prefix_chars(segments.prefix, MAX_PREFIX_CHARS),
+        # Sticky: a clip that moved with each line typed would change the prompt's first block.
+        prefix=serving.builder.windows.clip_prefix_chars(
+            segments.prefix, serving.settings.tabby_prefix_chars, session, cache_salt
+        ),
         suffix=segments.suffix or "",
         language=body.language,
         snippets=snippets(body),
@@ -106,6 +110,10 @@ def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
         params=params,
         session=session,
         drop_overlap=body.stop_mode != "none",
+        filepath=body.segments.filepath or "",
+        semantic=serving.semantic(body.semantic),
+        unsafe_suggestions=serving.unsafe_suggestions,
+        source=SourceFile.of(body.segments.prefix, body.segments.suffix or ""),
     )
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from loadtests.cli import main
+
+sys.exit(main())
