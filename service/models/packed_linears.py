@@ -5,17 +5,20 @@ embedding, are the model's to know; the kernel module only packs a weight.
 """
 
 import torch
-from completion_kernels.cpu_extension import bf16_kernels
 from completion_kernels.cpu_linear import PackedLinear
 from torch import nn
 
 
 def can_pack(model: nn.Module) -> bool:
+    """bf16 weights on a CPU where oneDNN multiplies bf16 (AVX512BW/VL/DQ or AVX-NE-CONVERT; it
+    serves the widths our kernel does not take). Elsewhere, an AVX2-only CPU given `--dtype
+    bfloat16`, packing would fail and the model keeps torch's own (slow, emulated) linears."""
     weight = next(model.parameters())
     return (
         weight.device.type == "cpu"
         and weight.dtype == torch.bfloat16
-        and (bf16_kernels() is not None or torch.backends.mkldnn.is_available())
+        and torch.backends.mkldnn.is_available()
+        and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     )
 
 

@@ -1,5 +1,6 @@
 """bf16 linear layers packed for serving vs the fp32 product rounded once, on fresh random weights:
-the compiled AVX512-BF16 kernel where this CPU has it, oneDNN's packed product otherwise."""
+the compiled AVX512-BF16 kernel where this CPU has it, oneDNN's packed product otherwise; on a CPU
+with neither (AVX2 only) a bf16 model is served unpacked."""
 
 from pathlib import Path
 
@@ -10,16 +11,24 @@ from completion_kernels.cpu_linear import PackedLinear, linear_reference
 from torch import nn
 from transformers import GPT2Config
 
+from service.engine import EngineConfig, LLMEngine, SamplingParams
 from service.models.gpt2 import GPT2
 from service.models.packed_linears import can_pack, pack_linears
+from tests.support.tiny_checkpoints import build_checkpoint
 
 # Sums in another order may round to the neighbouring bf16 value now and then.
 BF16_ULP = {"atol": 1e-2, "rtol": 8e-3}
+# oneDNN's bf16 products need AVX512BW/VL/DQ or AVX-NE-CONVERT; without them it refuses to pack.
+ONEDNN_BF16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+needs_onednn_bf16 = pytest.mark.skipif(
+    not ONEDNN_BF16, reason="oneDNN has no bf16 path on this CPU (the test below serves unpacked)"
+)
 
 
 def test_this_cpu_runs_the_compiled_bf16_kernel():
-    """The machines this project serves and tests on have AVX512-BF16 (a CPU without it falls back
-    to oneDNN); this fails where the kernel was not built for it, so the next test is not moot."""
+    """The kernel is built where the CPU has AVX512-BF16 (without it: oneDNN's packed product, or
+    on an AVX2-only CPU torch's own linears); this fails where the kernel was not built for such a
+    CPU, so the next test is not moot there."""
     flags = Path("/proc/cpuinfo").read_text()
     assert (bf16_kernels() is not None) == ("avx512_bf16" in flags)
 
@@ -44,6 +53,7 @@ def test_packed_kernel_equals_the_fp32_product_rounded_once(rows, n, k, bias):
     torch.testing.assert_close(got, linear_reference(x, weight, b), **BF16_ULP)
 
 
+@needs_onednn_bf16
 @pytest.mark.parametrize("in_features", [96, 95])  # odd: oneDNN, as the kernel takes pairs
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("rows", [1, 5, 300])
@@ -57,6 +67,7 @@ def test_packed_linear_equals_linear(rows, bias, in_features):
         torch.testing.assert_close(packed(x), want, **BF16_ULP)
 
 
+@needs_onednn_bf16
 def test_pack_linears_replaces_every_linear_and_keeps_the_outputs():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Sequential(nn.Linear(64, 8)))
@@ -71,6 +82,7 @@ def test_pack_linears_replaces_every_linear_and_keeps_the_outputs():
     torch.testing.assert_close(got, want, **BF16_ULP)
 
 
+@needs_onednn_bf16
 def test_a_tied_head_gets_a_packed_copy_of_the_embedding():
     torch.manual_seed(1)
     config = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300, n_positions=64)
@@ -82,3 +94,18 @@ def test_a_tied_head_gets_a_packed_copy_of_the_embedding():
         got = model.compute_logits(hidden)
     assert isinstance(model.lm_head, PackedLinear)
     torch.testing.assert_close(got, want, **BF16_ULP)
+
+
+def test_a_bf16_engine_serves_on_any_cpu_packed_only_where_onednn_multiplies_bf16(tmp_path):
+    """`--dtype bfloat16` on an AVX2-only CPU: the engine starts and decodes with torch's own
+    linears instead of failing to pack them at start-up."""
+    checkpoint = build_checkpoint(tmp_path / "model", "llama_gqa")
+    config = EngineConfig(model_path=checkpoint, num_threads=1, dtype="bfloat16", kv_cache_mb=4)
+    engine = LLMEngine(config)
+    linears = [m for m in engine.runner.model.modules() if isinstance(m, nn.Linear | PackedLinear)]
+    assert linears and all(isinstance(m, PackedLinear) == ONEDNN_BF16 for m in linears)
+    engine.add_request("r", [1, 2, 3], SamplingParams(max_tokens=4, ignore_eos=True))
+    seq = engine.seqs["r"]
+    while engine.has_work():
+        engine.step()
+    assert seq.is_finished and seq.num_output_tokens == 4
