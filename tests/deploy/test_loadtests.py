@@ -3,7 +3,6 @@ and the CI profile end to end against a CPU server it starts itself; the knee sw
 plot (python -m loadtests sweep) on made-up statistics."""
 
 import math
-import os
 import subprocess
 import sys
 
@@ -94,10 +93,11 @@ def test_the_sweep_takes_its_user_counts_as_a_list():
 
 
 @pytest.mark.slow  # starts a server and a load run
-def test_the_ci_profile_runs_against_a_cpu_server(tmp_path):
-    """Zero failures always; the latency and throughput targets only on a machine that is not
-    already loaded (other work on the cores moves every percentile and the answers a run gets)."""
-    idle = os.getloadavg()[0] < (os.cpu_count() or 1)
+def test_the_ci_profile_runs_against_a_cpu_server():
+    """The runner starts a real server, types against it and prints its table; no request fails.
+    Its latency targets are judged by the run's own verdict (exit 1 when missed) and are not
+    asserted here: they measure the machine, and a unit test must not time it (docs/deploy.md
+    has the runs that judge them)."""
     result = subprocess.run(
         [sys.executable, "-m", "loadtests", "run", "--profile", "ci"]
         + ["--server-flag=--device=cpu"],
@@ -114,7 +114,4 @@ def test_the_ci_profile_runs_against_a_cpu_server(tmp_path):
         if line.split() and line.split()[-1] in ("ok", "MISSED")
     }
     assert verdicts["failed requests"] == "ok", table
-    if idle:
-        assert result.returncode == 0, table
-    else:
-        assert result.returncode in (0, 1), table
+    assert result.returncode in (0, 1), table
