@@ -9,12 +9,12 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
-from service.prompt.prefix_tokens import Encoded, Tokens
+from service.prompt.prefix_tokens import Encoded
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,21 @@ class StickyWindows:
         """`prefix` from a line start that keeps at most `budget` tokens: the remembered start
         if it still fits, else a new one that leaves `step` tokens for typing."""
         starts = [start for start, _ in encoding.offsets]
+        clipped = self.sticky_prefix(prefix, starts, budget, session, cache_salt)
+        return clip_prefix(prefix, encoding, budget) if clipped is None else clipped
+
+    def sticky_prefix(
+        self,
+        prefix: str,
+        starts: Sequence[int],
+        budget: int,
+        session: Hashable | None,
+        cache_salt: str | None,
+    ) -> str | None:
+        """clip_prefix on the tokens starting at `starts`; None where plain clipping applies
+        (the prefix fits, or the cursor's line alone is longer than the budget)."""
         if len(starts) <= budget or budget <= 0:
-            return clip_prefix(prefix, encoding, budget)
+            return None
         step = self.step(budget)
 
         def kept(cut: int) -> int:  # tokens from `cut` to the cursor
@@ -210,7 +223,7 @@ class StickyWindows:
             cuts.append(cut)
             cut = prefix.find("\n", cut) + 1
         if not cuts:  # the cursor's line alone is longer than the budget
-            return clip_prefix(prefix, encoding, budget)
+            return None
         texts = [prefix[cut : cut + self.edge_chars] for cut in cuts]
         chosen = self.remembered(cuts, texts, session, cache_salt, "prefix")
         if chosen is None:  # the best line start leaving room for `step` tokens of typing
@@ -229,11 +242,11 @@ class StickyWindows:
         """`clip_prefix_chars` that stays put while the user types: the last whole lines within
         `max_chars` characters, from a remembered line start (per session, else by its text)
         as long as it fits, moved by a quarter of `max_chars` when it must (Tabby's clip)."""
-        if len(prefix) <= max_chars:
-            return prefix
-        chars = Tokens([], [(i, i + 1) for i in range(len(prefix))])
         key = None if session is None else ("chars", session)  # apart from the token window's
-        return self.clip_prefix(prefix, chars, max_chars, key, cache_salt)
+        # Every character is a token here. A range, not a list: bodies of a megabyte reach this
+        # on the event loop, and a list of their offsets stalled it for ~0.2 s each.
+        clipped = self.sticky_prefix(prefix, range(len(prefix)), max_chars, key, cache_salt)
+        return clip_prefix_chars(prefix, max_chars) if clipped is None else clipped
 
     def clip_suffix(
         self,
