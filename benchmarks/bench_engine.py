@@ -28,6 +28,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,7 @@ BUILD = ROOT / "build"
 CHECKPOINT = BUILD / "bench_checkpoint"
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+LONG_START, LONG_END = "<!-- long-files:start -->", "<!-- long-files:end -->"
 
 NEW_TOKENS = 24
 CONTEXT_TOKENS = 960  # the prefix; the server's default window keeps up to 1024
@@ -215,7 +217,86 @@ def typing_script(texts: list[str], events: int, rng: random.Random) -> list[tup
     return script
 
 
+class InProcessEngine:
+    """Our engine in this process as the server configures it with its defaults (bf16 on a CPU
+    with bf16 instructions); a batch of requests arrives at one moment and runs to its end."""
+
+    def __init__(self, checkpoint: Path, threads: int):
+        from service.app import engine_config
+        from service.engine import LLMEngine, SamplingParams
+
+        config = engine_config(Settings(model=checkpoint, device="cpu", num_threads=threads))
+        self.name = f"ours (in process, {config.dtype})"
+        self.engine = LLMEngine(config)
+        self.params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
+        self.count = 0
+
+    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int]]:
+        """(session, prompt ids) per request -> (latency in s, prefix-cache hit tokens)."""
+        start = time.perf_counter()
+        keys = []
+        for _, ids in batch:
+            self.count += 1
+            keys.append(str(self.count))
+            self.engine.add_request(keys[-1], ids, self.params)
+        seqs = [self.engine.seqs[key] for key in keys]
+        done: dict[str, float] = {}
+        while self.engine.has_work():
+            self.engine.step()
+            for seq in seqs:
+                if seq.is_finished and seq.request_id not in done:
+                    done[seq.request_id] = time.perf_counter() - start
+        now = time.perf_counter() - start
+        return [(done.get(s.request_id, now), s.num_cached_tokens) for s in seqs]
+
+
+class LlamaSlots:
+    """llama-server at its best on a moving window: each editor session pinned to its own slot
+    (`id_slot`, so no other session's prompt evicts its KV), the prompt sent as our token ids,
+    `cache_prompt` on, and KV shifting after the window moves when started with `--cache-reuse`."""
+
+    def __init__(self, process: subprocess.Popen, port: int, cache_reuse: int):
+        self.name = f"llama-server --cache-reuse {cache_reuse}"
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}/completion"
+
+    def complete(self, slot: int, ids: list[int]) -> tuple[float, int]:
+        body = {
+            "prompt": ids,
+            "n_predict": NEW_TOKENS,
+            "temperature": 0,
+            "repeat_penalty": 1.0,
+            "ignore_eos": True,
+            "cache_prompt": True,
+            "id_slot": slot,
+        }
+        start = time.perf_counter()
+        response = httpx.post(self.url, json=body, timeout=600)
+        response.raise_for_status()
+        latency = time.perf_counter() - start
+        evaluated = response.json()["timings"]["prompt_n"]  # the prompt tokens it computed
+        return latency, len(ids) - evaluated
+
+    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int]]:
+        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+            return list(pool.map(lambda request: self.complete(*request), batch))
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def start_llama_slots(gguf: Path, slots: int, threads: int, cache_reuse: int) -> LlamaSlots:
+    port = free_port()
+    command = llama_cpp.server_command(gguf, port, slots, SLOT_CONTEXT, threads)
+    command += ["--cache-reuse", str(cache_reuse)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    llama_cpp.wait_until_healthy(f"http://127.0.0.1:{port}/health", process)
+    return LlamaSlots(process, port, cache_reuse)
+
+
 def long_file_keystrokes(
+    engine: InProcessEngine | LlamaSlots,
     checkpoint: Path,
     windows: StickyWindows,
     users: int,
@@ -225,17 +306,16 @@ def long_file_keystrokes(
     generate_every: int = 0,
     seed: int = 24,
 ) -> dict:
-    """Our engine in process on standard-library files of 5-50 KB, cursors past the window's
-    budget. `users` users, one after another, each with one editor session over 3 files, type
-    `events` requests of `typing_script` (a request alone, NEW_TOKENS greedy tokens): per kind,
-    prompt tokens, prefix-cache hit tokens and latency. Then `sessions` users on one file each,
-    warmed by a cold request, type their next character at the same moment, `rounds` times:
-    tokens/s and per-request p50. With `generate_every`, `transformers` generate() (f32, no
-    cache kept) runs the same prompt right after ours on every cold request and every
-    `generate_every`-th keystroke, and after each round at once on one of its prompts: the
-    ratios compare requests seconds apart, so a shared machine's load drifts out of them."""
-    from service.engine import EngineConfig, LLMEngine, SamplingParams
-
+    """`engine` on standard-library files of 5-50 KB, cursors past the window's budget, prompts
+    built by our prompt builder with `windows`. `users` users, one after another, each with one
+    editor session over 3 files, type `events` requests of `typing_script` (a request alone,
+    NEW_TOKENS greedy tokens): per kind, prompt tokens, prefix-cache hit tokens and latency.
+    Then `sessions` users on one file each, warmed by a cold request, type their next character
+    at the same moment, `rounds` times: tokens/s and per-request p50. With `generate_every`,
+    `transformers` generate() (f32, no cache kept) runs the same prompt right after the engine
+    on every cold request and every `generate_every`-th keystroke, and after each round at once
+    on one of its prompts: the ratios compare requests seconds apart, so a shared machine's load
+    drifts out of them. The same `seed` types the same script whatever the engine."""
     rng = random.Random(seed)
     defaults = Settings()
     budget = Budget(defaults.prefix_tokens, defaults.suffix_tokens, defaults.snippet_tokens)
@@ -243,8 +323,6 @@ def long_file_keystrokes(
     builder = PromptBuilder(
         tokenizer, budget, context_tokens=MODEL["max_position_embeddings"], windows=windows
     )
-    engine = LLMEngine(EngineConfig(model_path=checkpoint))
-    params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
     paths = sorted(p for p in stdlib_files() if 5_000 <= p.stat().st_size <= 50_000)
     load = [os.getloadavg()[0]]
     per_kind: dict[str, dict[str, list]] = {}
@@ -253,24 +331,9 @@ def long_file_keystrokes(
         if generate_every
         else None
     )
-    theirs: dict[str, list[float]] = {}  # generate() latencies, paired with ours
+    theirs: dict[str, list[float]] = {}  # generate() latencies, paired with the engine's
     ours_paired: dict[str, list[float]] = {}
     count = 0
-
-    def run(batch: list[tuple[str, list[int]]]) -> list[tuple[float, int]]:
-        start = time.perf_counter()
-        for key, ids in batch:
-            engine.add_request(key, ids, params)
-        seqs = [engine.seqs[key] for key, _ in batch]
-        done: dict[str, float] = {}
-        while engine.has_work():
-            engine.step()
-            for seq in seqs:
-                if seq.is_finished and seq.request_id not in done:
-                    done[seq.request_id] = time.perf_counter() - start
-        return [
-            (done.get(s.request_id, time.perf_counter() - start), s.num_cached_tokens) for s in seqs
-        ]
 
     for user in range(users):
         texts = [p.read_text(errors="replace") for p in rng.sample(paths, 3)]
@@ -278,7 +341,7 @@ def long_file_keystrokes(
             request = CompletionInput(prefix=texts[file][:cursor], session=f"user-{user}")
             ids = builder.build(request, NEW_TOKENS).token_ids
             count += 1
-            ((latency, cached),) = run([(f"u{user}-{count}", ids)])
+            ((latency, cached),) = engine([(user, ids)])
             row = per_kind.setdefault(kind, {"prompt": [], "cached": [], "latency": []})
             row["prompt"].append(len(ids))
             row["cached"].append(cached)
@@ -297,12 +360,12 @@ def long_file_keystrokes(
         return builder.build(request, NEW_TOKENS).token_ids
 
     for s in range(sessions):
-        run([(f"c{s}-warm", ids_at(s, cursors[s]))])
+        engine([(s, ids_at(s, cursors[s]))])
     batch_latency, batch_walls, batch_prompt, batch_cached = [], [], [], []
     for r in range(1, rounds + 1):
-        batch = [(f"c{s}-{r}", ids_at(s, cursors[s] + r)) for s in range(sessions)]
+        batch = [(s, ids_at(s, cursors[s] + r)) for s in range(sessions)]
         start = time.perf_counter()
-        results = run(batch)
+        results = engine(batch)
         batch_walls.append(time.perf_counter() - start)
         batch_latency += [latency for latency, _ in results]
         batch_prompt += [len(ids) for _, ids in batch]
@@ -807,21 +870,18 @@ def main() -> None:
     parser.add_argument(
         "--sticky-only", action="store_true", help="with --long-files-only: not the old window"
     )
+    parser.add_argument(
+        "--cache-reuse",
+        type=int,
+        nargs="+",
+        default=[0, 256],
+        help="llama-server's --cache-reuse values on the long files, each a column (KV shifting: "
+        "the smallest chunk it moves, 0 off; 256 is what llama.vscode recommends)",
+    )
     args = parser.parse_args()
     sequential, sessions = (2, 4) if args.quick else (8, 16)
     if args.long_files_only:
-        checkpoint = build_checkpoint(CHECKPOINT)
-        users, events, rounds = (2, 60, 3) if args.quick else (6, 120, 6)
-        print(f"machine: {machine()}; load at start: {os.getloadavg()}", flush=True)
-        for name, windows in (("last-N window", LastTokensWindow()), ("sticky", StickyWindows())):
-            if args.sticky_only and name != "sticky":
-                continue
-            every = 10 if name == "sticky" else 0
-            row = long_file_keystrokes(
-                checkpoint, windows, users, events, rounds=rounds, generate_every=every
-            )
-            print(name, json.dumps(row, indent=1), flush=True)
-            (BUILD / f"bench_long_files_{name.split()[0]}.json").write_text(json.dumps(row))
+        long_files(args)
         return
 
     checkpoint = build_checkpoint(CHECKPOINT)
@@ -856,6 +916,120 @@ def main() -> None:
     (BUILD / "bench_results.json").write_text(json.dumps(raw, indent=1))
     if args.doc:
         write_doc(text)
+
+
+def long_files(args) -> None:
+    """The long-file rows: ours with the old and the sticky window, then (unless --no-llama)
+    llama-server with --cache-reuse on both windows' prompts; a JSON row each in build/, and
+    the table in docs/benchmarks.md (unless --no-doc)."""
+    checkpoint = build_checkpoint(CHECKPOINT)
+    users, events, rounds = (2, 60, 3) if args.quick else (6, 120, 6)
+    load = os.getloadavg()[0]
+    print(f"machine: {machine()}; load at start: {load}", flush=True)
+    torch.set_num_threads(args.threads)
+    windows = {"last-N": LastTokensWindow, "sticky": StickyWindows}  # fresh per run: they remember
+    if args.sticky_only:
+        del windows["last-N"]
+    engines = [("ours", lambda: InProcessEngine(checkpoint, args.threads))]
+    if args.llama:
+        llama_cpp.build_server()
+        gguf = llama_cpp.convert_to_gguf(checkpoint, BUILD / "bench_checkpoint.f32.gguf")
+        for reuse in args.cache_reuse:
+            engines.append(
+                (
+                    f"llama_reuse{reuse}",
+                    lambda reuse=reuse: start_llama_slots(gguf, 16, args.threads, reuse),
+                )
+            )
+    rows = {}
+    for engine_name, start in engines:
+        for window_name, window in windows.items():
+            engine = start()
+            every = 10 if engine_name == "ours" and window_name == "sticky" else 0
+            row = long_file_keystrokes(
+                engine, checkpoint, window(), users, events, rounds=rounds, generate_every=every
+            )
+            rows[f"{engine.name}, {window_name} window"] = row
+            print(engine.name, window_name, json.dumps(row, indent=1), flush=True)
+            out = BUILD / f"bench_long_files_{engine_name}_{window_name}.json"
+            out.write_text(json.dumps(row))
+            if isinstance(engine, LlamaSlots):
+                engine.close()
+    about = (
+        f"Machine: {machine()}. Code: {code_version()}. {users} users × {events} requests, then "
+        f"16 sessions × {rounds} rounds at once; {NEW_TOKENS} new tokens, greedy; "
+        f"{args.threads} CPU thread(s) per engine. 1-minute load average: {load:.1f} at the start, "
+        + ", ".join(
+            f"{name} {row['load'][0]:.1f}→{row['load'][1]:.1f}" for name, row in rows.items()
+        )
+        + "."
+    )
+    text = about + "\n\n" + long_file_table(rows)
+    print(text)
+    if args.doc:
+        write_doc(text, LONG_START, LONG_END)
+
+
+def long_file_table(rows: dict[str, dict]) -> str:
+    """Markdown: per kind of request and for 16 sessions at once, one column per engine and
+    window; then ours (sticky) against generate() and the best llama-server column."""
+    kinds = ["char", "newline", "backspace", "jump-to-file", "jump-in-file", "cold"]
+    lines = [
+        "| requests | " + " | ".join(rows) + " |",
+        "|---" * (len(rows) + 1) + "|",
+    ]
+
+    def cell(row: dict) -> str:
+        return (
+            f"{100 * row['hit_rate']:.1f}%, {row['recomputed_tokens_mean']:.0f} of "
+            f"{row['prompt_tokens_mean']:.0f}, {row['p50_ms']:.0f} ms"
+        )
+
+    for kind in kinds:
+        some = next(iter(rows.values()))["kinds"].get(kind)
+        if some is not None:
+            label = f"{kind} ({some['requests']}): hit, recomputed, p50"
+            lines.append(
+                f"| {label} | " + " | ".join(cell(r["kinds"][kind]) for r in rows.values()) + " |"
+            )
+    lines.append(
+        "| all keystrokes | " + " | ".join(cell(r["keystroke"]) for r in rows.values()) + " |"
+    )
+    at_once = [r["sessions_at_once"] for r in rows.values()]
+    lines.append(
+        "| 16 sessions at once: tokens/s, p50, hit | "
+        + " | ".join(
+            f"{a['tokens_per_s']:.0f}, {a['p50_ms']:.0f} ms, {100 * a['hit_rate']:.1f}%"
+            for a in at_once
+        )
+        + " |"
+    )
+    notes = []
+    for name, row in rows.items():
+        if "ratios_vs_generate" in row:
+            ratio, g = row["ratios_vs_generate"], row["generate"]
+            notes.append(
+                f"{name} against `generate()` on the same prompts seconds apart "
+                f"({', '.join(f'{n} {kind}' for kind, n in g['requests'].items())} requests): "
+                f"cold {ratio['cold']}×, keystroke "
+                f"{ratio['keystroke']}× ({g['keystroke_p50_ms']:.0f} vs "
+                f"{g['ours_paired_p50_ms']['keystroke']:.0f} ms), 16 sessions "
+                f"{ratio['sessions_tokens_per_s']}× its tokens/s."
+            )
+    theirs = {n: r for n, r in rows.items() if n.startswith("llama-server")}
+    ours = {n: r for n, r in rows.items() if n.startswith("ours") and n.endswith("sticky window")}
+    if theirs and ours:
+        ((our_name, our_row),) = ours.items()
+        best = min(theirs, key=lambda n: theirs[n]["keystroke"]["p50_ms"])
+        keystroke = theirs[best]["keystroke"]["p50_ms"] / our_row["keystroke"]["p50_ms"]
+        at_once = our_row["sessions_at_once"]["tokens_per_s"] / max(
+            r["sessions_at_once"]["tokens_per_s"] for r in theirs.values()
+        )
+        notes.append(
+            f"{our_name} against llama-server at its best (keystroke: {best}): keystroke "
+            f"{keystroke:.2f}×, 16 sessions {at_once:.2f}× its best tokens/s."
+        )
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
 def describe(extra: dict, args, sessions: int) -> str:

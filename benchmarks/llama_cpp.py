@@ -4,7 +4,6 @@ The sdist on PyPI vendors llama.cpp with `tools/server` and `convert_hf_to_gguf.
 lands in the git-ignored `build/`: the unpacked sources, the CMake build, the GGUF files.
 """
 
-import os
 import subprocess
 import sys
 import tarfile
@@ -60,10 +59,6 @@ def fetch_sources() -> Path:
     with tarfile.open(sdist) as tar:
         tar.extractall(BUILD, filter="data")
     vendored = BUILD / sdist.name.removesuffix(".tar.gz") / "vendor" / "llama.cpp"
-    # Archive timestamps can make Ninja re-run CMake forever ("manifest still dirty").
-    now = time.time()
-    for path in vendored.rglob("*"):
-        os.utime(path, (now, now), follow_symlinks=False)
     llama_dir().symlink_to(vendored.relative_to(BUILD))
     return llama_dir()
 
@@ -73,6 +68,10 @@ def build_server(jobs: int = 2) -> Path:
     if SERVER_BINARY.exists():
         return SERVER_BINARY
     source = fetch_sources()
+    # The sdist keeps the submodule's `.git` link to a git dir it does not ship; CMake makes that
+    # dir's missing `index` a configure dependency, so Ninja re-ran CMake forever ("manifest
+    # 'build.ninja' still dirty after 100 tries"). Without the link it configures once.
+    (source / ".git").unlink(missing_ok=True)
     nice = ["nice", "-n", "10"]
     subprocess.run([*nice, "cmake", "-S", source, "-B", source / "build", *CMAKE_FLAGS], check=True)
     build = ["cmake", "--build", source / "build", "--target", "llama-server", f"-j{jobs}"]

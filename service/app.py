@@ -35,23 +35,25 @@ ROUTERS = [
 ]
 
 
+def engine_config(settings: Settings) -> EngineConfig:
+    """The engine the server runs for `settings` (benchmarks measure this one too)."""
+    return EngineConfig(
+        model_path=settings.model,
+        device=settings.resolved_device,
+        dtype=settings.resolved_dtype,
+        kv_cache_mb=settings.kv_cache_mb,
+        max_num_seqs=settings.max_num_seqs,
+        max_waiting=settings.max_waiting,
+        max_prefill_tokens_while_decoding=settings.prefill_while_decoding,
+        speculative_tokens=settings.speculative_tokens,
+        stream_interval_ms=settings.stream_interval_ms,
+        num_threads=settings.num_threads,
+    )
+
+
 def start_serving(settings: Settings, lifecycle: Lifecycle) -> Serving:
     device = settings.resolved_device
-    engine = AsyncEngine(
-        EngineConfig(
-            model_path=settings.model,
-            device=device,
-            dtype=settings.resolved_dtype,
-            kv_cache_mb=settings.kv_cache_mb,
-            max_num_seqs=settings.max_num_seqs,
-            max_waiting=settings.max_waiting,
-            max_prefill_tokens_while_decoding=settings.prefill_while_decoding,
-            speculative_tokens=settings.speculative_tokens,
-            stream_interval_ms=settings.stream_interval_ms,
-            num_threads=settings.num_threads,
-        ),
-        on_failure=lifecycle.engine_failed,
-    )
+    engine = AsyncEngine(engine_config(settings), on_failure=lifecycle.engine_failed)
     budget = Budget(settings.prefix_tokens, settings.suffix_tokens, settings.snippet_tokens)
     builder = PromptBuilder(
         engine.tokenizer,
