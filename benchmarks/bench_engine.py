@@ -231,8 +231,8 @@ class InProcessEngine:
         self.params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
         self.count = 0
 
-    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int]]:
-        """(session, prompt ids) per request -> (latency in s, prefix-cache hit tokens)."""
+    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int, list[int]]]:
+        """(session, prompt ids) per request -> (latency in s, prefix-cache hit tokens, output)."""
         start = time.perf_counter()
         keys = []
         for _, ids in batch:
@@ -247,7 +247,9 @@ class InProcessEngine:
                 if seq.is_finished and seq.request_id not in done:
                     done[seq.request_id] = time.perf_counter() - start
         now = time.perf_counter() - start
-        return [(done.get(s.request_id, now), s.num_cached_tokens) for s in seqs]
+        return [
+            (done.get(s.request_id, now), s.num_cached_tokens, s.output_token_ids) for s in seqs
+        ]
 
 
 class LlamaSlots:
@@ -260,7 +262,7 @@ class LlamaSlots:
         self.process = process
         self.url = f"http://127.0.0.1:{port}/completion"
 
-    def complete(self, slot: int, ids: list[int]) -> tuple[float, int]:
+    def complete(self, slot: int, ids: list[int]) -> tuple[float, int, list[int]]:
         body = {
             "prompt": ids,
             "n_predict": NEW_TOKENS,
@@ -269,15 +271,17 @@ class LlamaSlots:
             "ignore_eos": True,
             "cache_prompt": True,
             "id_slot": slot,
+            "return_tokens": True,
         }
         start = time.perf_counter()
         response = httpx.post(self.url, json=body, timeout=600)
         response.raise_for_status()
         latency = time.perf_counter() - start
-        evaluated = response.json()["timings"]["prompt_n"]  # the prompt tokens it computed
-        return latency, len(ids) - evaluated
+        answer = response.json()
+        evaluated = answer["timings"]["prompt_n"]  # the prompt tokens it computed
+        return latency, len(ids) - evaluated, answer["tokens"]
 
-    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int]]:
+    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int, list[int]]]:
         with ThreadPoolExecutor(max_workers=len(batch)) as pool:
             return list(pool.map(lambda request: self.complete(*request), batch))
 
@@ -326,6 +330,7 @@ def long_file_keystrokes(
     paths = sorted(p for p in stdlib_files() if 5_000 <= p.stat().st_size <= 50_000)
     load = [os.getloadavg()[0]]
     per_kind: dict[str, dict[str, list]] = {}
+    outputs = []  # each sequential request's tokens, to compare engines on the same script
     model = (
         AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
         if generate_every
@@ -341,7 +346,8 @@ def long_file_keystrokes(
             request = CompletionInput(prefix=texts[file][:cursor], session=f"user-{user}")
             ids = builder.build(request, NEW_TOKENS).token_ids
             count += 1
-            ((latency, cached),) = engine([(user, ids)])
+            ((latency, cached, output),) = engine([(user, ids)])
+            outputs.append(output)
             row = per_kind.setdefault(kind, {"prompt": [], "cached": [], "latency": []})
             row["prompt"].append(len(ids))
             row["cached"].append(cached)
@@ -367,9 +373,9 @@ def long_file_keystrokes(
         start = time.perf_counter()
         results = engine(batch)
         batch_walls.append(time.perf_counter() - start)
-        batch_latency += [latency for latency, _ in results]
+        batch_latency += [latency for latency, _, _ in results]
         batch_prompt += [len(ids) for _, ids in batch]
-        batch_cached += [cached for _, cached in results]
+        batch_cached += [cached for _, cached, _ in results]
         if generate_every:
             theirs.setdefault("round", []).append(generate(model, batch[r % sessions][1]))
     load.append(os.getloadavg()[0])
@@ -400,6 +406,7 @@ def long_file_keystrokes(
             "hit_rate": round(sum(batch_cached) / sum(batch_prompt), 4),
         },
         "load": load,
+        "outputs": outputs,
     }
     if generate_every:
         g = {k: round(1000 * p50(v), 1) for k, v in theirs.items()}
@@ -1016,6 +1023,11 @@ def long_file_table(rows: dict[str, dict]) -> str:
                 f"{g['ours_paired_p50_ms']['keystroke']:.0f} ms), 16 sessions "
                 f"{ratio['sessions_tokens_per_s']}× its tokens/s."
             )
+    for name, row in rows.items():
+        window = name.rsplit(", ", 1)[1]
+        ours = next(r for n, r in rows.items() if n.startswith("ours") and n.endswith(window))
+        if row is not ours and "outputs" in row:
+            notes.append(f"{name}: greedy outputs equal to ours: {output_agreement(ours, row)}.")
     theirs = {n: r for n, r in rows.items() if n.startswith("llama-server")}
     ours = {n: r for n, r in rows.items() if n.startswith("ours") and n.endswith("sticky window")}
     if theirs and ours:
@@ -1030,6 +1042,20 @@ def long_file_table(rows: dict[str, dict]) -> str:
             f"{keystroke:.2f}×, 16 sessions {at_once:.2f}× its best tokens/s."
         )
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+
+
+def output_agreement(ours: dict, theirs: dict) -> str:
+    """How often two engines' greedy answers to the same prompts agree: whole answers, and the
+    mean number of leading tokens they share (bf16 against f32 parts ways at near-ties)."""
+    pairs = list(zip(ours["outputs"], theirs["outputs"], strict=True))
+    same = sum(a == b for a, b in pairs)
+    leading = [
+        next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+        for a, b in pairs
+    ]
+    return (
+        f"{same}/{len(pairs)} whole, {statistics.mean(leading):.1f} of {NEW_TOKENS} leading tokens"
+    )
 
 
 def describe(extra: dict, args, sessions: int) -> str:
