@@ -76,13 +76,11 @@ class _Node:
     subtree: torch.Tensor | None = None  # every id at or below this node (built on first use)
 
 
-def _insert(root: _Node, word: str, token_id: int | None) -> _Node:
+def _insert(root: _Node, word: str, token_id: int) -> None:
     node = root
     for c in word:
         node = node.children.setdefault(c, _Node())
-    if token_id is not None:
-        node.ids.append(token_id)
-    return node
+    node.ids.append(token_id)
 
 
 class TokenTrie:
@@ -106,12 +104,21 @@ class TokenTrie:
         return node.subtree
 
 
-def _member_trie(members: frozenset[str]) -> tuple[_Node, set[int]]:
-    """A trie of the members; the ids of nodes where a member ends (terminal) are returned."""
-    root, terminal = _Node(), set()
+# A member trie is nested dicts, one per character; END marks where a member ends (no character
+# is the empty string). Plain dicts because a mask miss may need a set of hundreds of names (a
+# module's members): built as `_Node`s that took ~9 ms for `dir(os)`, on the engine thread.
+MemberTrie = dict
+END = ""
+
+
+def member_trie(members: frozenset[str]) -> MemberTrie:
+    root: MemberTrie = {}
     for member in members:
-        terminal.add(id(_insert(root, member, None)))
-    return root, terminal
+        node = root
+        for c in member:
+            node = node.setdefault(c, {})
+        node[END] = True
+    return root
 
 
 def constraint_state(members: frozenset[str], generated: str) -> State:
@@ -124,11 +131,10 @@ def constraint_state(members: frozenset[str], generated: str) -> State:
     return "active" if any(m.startswith(head) for m in members) else "violated"
 
 
-def _allowed_ids(trie: TokenTrie, members: frozenset[str], head: str) -> torch.Tensor:
-    member_root, terminal = _member_trie(members)
-    node: _Node | None = member_root
+def _allowed_ids(trie: TokenTrie, members: MemberTrie, head: str) -> torch.Tensor:
+    node: MemberTrie | None = members
     for c in head:
-        node = node.children.get(c) if node is not None else None
+        node = node.get(c) if node is not None else None
     if node is None:
         return torch.zeros(0, dtype=torch.long)
     parts: list[torch.Tensor] = []
@@ -140,22 +146,25 @@ def _allowed_ids(trie: TokenTrie, members: frozenset[str], head: str) -> torch.T
             ids += token_node.ids  # the text so far is still a member prefix
         for c, child in token_node.children.items():
             if is_identifier_char(c):
-                next_member = member_node.children.get(c)
+                next_member = member_node.get(c)
                 if next_member is not None:
                     stack.append((next_member, child))
-            elif id(member_node) in terminal:
+            elif END in member_node:
                 parts.append(trie.subtree(child))  # member complete, then a non-identifier
     parts.append(torch.tensor(ids, dtype=torch.long))
     return torch.cat(parts)
 
 
 class MaskCache:
-    """Masks per (member set, identifier so far), least recently used dropped past `capacity`."""
+    """Masks per (member set, identifier so far), least recently used dropped past `capacity`;
+    beside them the member sets' tries, so each step of a constraint walks its set's trie
+    rather than build it again."""
 
     def __init__(self, trie: TokenTrie, capacity: int = 256):
         self.trie = trie
         self.capacity = capacity
         self._masks: OrderedDict[tuple[frozenset[str], str], torch.Tensor] = OrderedDict()
+        self._member_tries: OrderedDict[frozenset[str], MemberTrie] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -169,11 +178,20 @@ class MaskCache:
             return cached
         self.misses += 1
         allowed = torch.zeros(self.trie.vocab_size, dtype=torch.bool)
-        allowed[_allowed_ids(self.trie, members, generated)] = True
+        allowed[_allowed_ids(self.trie, self._member_trie(members), generated)] = True
         self._masks[key] = allowed
         if len(self._masks) > self.capacity:
             self._masks.popitem(last=False)
         return allowed
+
+    def _member_trie(self, members: frozenset[str]) -> MemberTrie:
+        found = self._member_tries.get(members)
+        if found is None:
+            found = self._member_tries[members] = member_trie(members)
+            if len(self._member_tries) > self.capacity:
+                self._member_tries.popitem(last=False)
+        self._member_tries.move_to_end(members)
+        return found
 
 
 class MemberConstraint:
