@@ -217,6 +217,13 @@ def typing_script(texts: list[str], events: int, rng: random.Random) -> list[tup
     return script
 
 
+# What the long-file workloads send an engine: (editor session, our prompt's token ids, the
+# request it was built from); and what it answers: (latency in s, prefix-cache hit tokens, the
+# output's token ids, or None where the engine does not say).
+Typed = tuple[int, list[int], CompletionInput]
+Answer = tuple[float, int, list[int] | None]
+
+
 class InProcessEngine:
     """Our engine in this process as the server configures it with its defaults (bf16 on a CPU
     with bf16 instructions); a batch of requests arrives at one moment and runs to its end."""
@@ -231,11 +238,10 @@ class InProcessEngine:
         self.params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
         self.count = 0
 
-    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int, list[int]]]:
-        """(session, prompt ids) per request -> (latency in s, prefix-cache hit tokens, output)."""
+    def __call__(self, batch: list[Typed]) -> list[Answer]:
         start = time.perf_counter()
         keys = []
-        for _, ids in batch:
+        for _, ids, _ in batch:
             self.count += 1
             keys.append(str(self.count))
             self.engine.add_request(keys[-1], ids, self.params)
@@ -262,7 +268,7 @@ class LlamaSlots:
         self.process = process
         self.url = f"http://127.0.0.1:{port}/completion"
 
-    def complete(self, slot: int, ids: list[int]) -> tuple[float, int, list[int]]:
+    def complete(self, slot: int, ids: list[int]) -> Answer:
         body = {
             "prompt": ids,
             "n_predict": NEW_TOKENS,
@@ -281,11 +287,64 @@ class LlamaSlots:
         evaluated = answer["timings"]["prompt_n"]  # the prompt tokens it computed
         return latency, len(ids) - evaluated, answer["tokens"]
 
-    def __call__(self, batch: list[tuple[int, list[int]]]) -> list[tuple[float, int, list[int]]]:
+    def __call__(self, batch: list[Typed]) -> list[Answer]:
         with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            return list(pool.map(lambda request: self.complete(*request), batch))
+            return list(pool.map(lambda typed: self.complete(*typed[:2]), batch))
 
     def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+class OurServerTyping:
+    """Our server as an editor meets it: the request's text over HTTP (`/v1/completions`, the
+    editor session in `X-Session-Id`), so its own prompt window, scrubbing, semantic engine and
+    suggestion cache are in the time. The server builds the same prompt as our builder here (the
+    same defaults, the same session). Hit tokens: `/metrics` before and after a request alone
+    (a request the suggestion cache answers computes nothing: all hit); for requests at once,
+    the batch's total, shared out in proportion to their prompts."""
+
+    def __init__(self, checkpoint: Path, threads: int):
+        self.process, port = launch_our_server(checkpoint, threads, "auto")
+        self.name = f"ours (HTTP, {Settings(device='cpu').resolved_dtype})"
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+
+    def engine_counters(self) -> tuple[float, float]:
+        """engine_prompt_tokens_total, engine_prefix_cache_hit_tokens_total."""
+        values = {}
+        for line in self.client.get("/metrics").text.splitlines():
+            name, _, value = line.partition(" ")
+            values[name] = value
+        return (
+            float(values["engine_prompt_tokens_total"]),
+            float(values["engine_prefix_cache_hit_tokens_total"]),
+        )
+
+    def complete(self, request: CompletionInput) -> float:
+        body = {"prompt": request.prefix, "max_tokens": NEW_TOKENS, "temperature": 0}
+        start = time.perf_counter()
+        response = self.client.post(
+            "/v1/completions", json=body, headers={"X-Session-Id": request.session}
+        )
+        response.raise_for_status()
+        return time.perf_counter() - start
+
+    def __call__(self, batch: list[Typed]) -> list[Answer]:
+        prompt_before, hit_before = self.engine_counters()
+        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+            latencies = list(pool.map(lambda typed: self.complete(typed[2]), batch))
+        prompt_after, hit_after = self.engine_counters()
+        prompts = [len(ids) for _, ids, _ in batch]
+        if prompt_after == prompt_before:  # the suggestion cache answered
+            return [(latency, n, None) for latency, n in zip(latencies, prompts, strict=True)]
+        hit_share = (hit_after - hit_before) / sum(prompts)
+        return [
+            (latency, round(n * hit_share), None)
+            for latency, n in zip(latencies, prompts, strict=True)
+        ]
+
+    def close(self) -> None:
+        self.client.close()
         self.process.terminate()
         self.process.wait(timeout=30)
 
@@ -346,7 +405,7 @@ def long_file_keystrokes(
             request = CompletionInput(prefix=texts[file][:cursor], session=f"user-{user}")
             ids = builder.build(request, NEW_TOKENS).token_ids
             count += 1
-            ((latency, cached, output),) = engine([(user, ids)])
+            ((latency, cached, output),) = engine([(user, ids, request)])
             outputs.append(output)
             row = per_kind.setdefault(kind, {"prompt": [], "cached": [], "latency": []})
             row["prompt"].append(len(ids))
@@ -361,20 +420,20 @@ def long_file_keystrokes(
     texts = [p.read_text(errors="replace") for p in rng.sample(paths, sessions)]
     cursors = [rng.randrange(len(t) // 2, len(t) - rounds - 1) for t in texts]
 
-    def ids_at(s: int, c: int) -> list[int]:
+    def typed_at(s: int, c: int) -> Typed:
         request = CompletionInput(prefix=texts[s][:c], session=f"concurrent-{s}")
-        return builder.build(request, NEW_TOKENS).token_ids
+        return s, builder.build(request, NEW_TOKENS).token_ids, request
 
     for s in range(sessions):
-        engine([(s, ids_at(s, cursors[s]))])
+        engine([typed_at(s, cursors[s])])
     batch_latency, batch_walls, batch_prompt, batch_cached = [], [], [], []
     for r in range(1, rounds + 1):
-        batch = [(s, ids_at(s, cursors[s] + r)) for s in range(sessions)]
+        batch = [typed_at(s, cursors[s] + r) for s in range(sessions)]
         start = time.perf_counter()
         results = engine(batch)
         batch_walls.append(time.perf_counter() - start)
         batch_latency += [latency for latency, _, _ in results]
-        batch_prompt += [len(ids) for _, ids in batch]
+        batch_prompt += [len(ids) for _, ids, _ in batch]
         batch_cached += [cached for _, cached, _ in results]
         if generate_every:
             theirs.setdefault("round", []).append(generate(model, batch[r % sessions][1]))
@@ -581,7 +640,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_our_server(checkpoint: Path, threads: int, dtype: str) -> OurServer:
+def launch_our_server(checkpoint: Path, threads: int, dtype: str) -> tuple[subprocess.Popen, int]:
+    """`python -m service serve` at its defaults but for the model, threads and dtype."""
     port = free_port()
     command = [sys.executable, "-m", "service", "serve", "--model", str(checkpoint)]
     command += ["--port", str(port), "--num-threads", str(threads), "--log-level", "warning"]
@@ -589,6 +649,11 @@ def start_our_server(checkpoint: Path, threads: int, dtype: str) -> OurServer:
     command += ["--request-timeout-s", "300"]  # a busy machine must not cut the ×16 workloads
     process = subprocess.Popen(command, cwd=ROOT)
     llama_cpp.wait_until_healthy(f"http://127.0.0.1:{port}/v1/health", process)
+    return process, port
+
+
+def start_our_server(checkpoint: Path, threads: int, dtype: str) -> OurServer:
+    process, port = launch_our_server(checkpoint, threads, dtype)
     return OurServer(process, port, Settings(dtype=dtype, device="cpu").resolved_dtype)
 
 
@@ -937,7 +1002,10 @@ def long_files(args) -> None:
     windows = {"last-N": LastTokensWindow, "sticky": StickyWindows}  # fresh per run: they remember
     if args.sticky_only:
         del windows["last-N"]
-    engines = [("ours", lambda: InProcessEngine(checkpoint, args.threads))]
+    engines = [
+        ("ours", lambda: InProcessEngine(checkpoint, args.threads)),
+        ("ours_http", lambda: OurServerTyping(checkpoint, args.threads)),
+    ]
     if args.llama:
         llama_cpp.build_server()
         gguf = llama_cpp.convert_to_gguf(checkpoint, BUILD / "bench_checkpoint.f32.gguf")
@@ -951,6 +1019,8 @@ def long_files(args) -> None:
     rows = {}
     for engine_name, start in engines:
         for window_name, window in windows.items():
+            if engine_name == "ours_http" and window_name != "sticky":
+                continue  # the server's own window is the sticky one
             engine = start()
             every = 10 if engine_name == "ours" and window_name == "sticky" else 0
             row = long_file_keystrokes(
@@ -960,7 +1030,7 @@ def long_files(args) -> None:
             print(engine.name, window_name, json.dumps(row, indent=1), flush=True)
             out = BUILD / f"bench_long_files_{engine_name}_{window_name}.json"
             out.write_text(json.dumps(row))
-            if isinstance(engine, LlamaSlots):
+            if isinstance(engine, LlamaSlots | OurServerTyping):
                 engine.close()
     about = (
         f"Machine: {machine()}. Code: {code_version()}. {users} users × {events} requests, then "
@@ -1023,15 +1093,15 @@ def long_file_table(rows: dict[str, dict]) -> str:
                 f"{g['ours_paired_p50_ms']['keystroke']:.0f} ms), 16 sessions "
                 f"{ratio['sessions_tokens_per_s']}× its tokens/s."
             )
-    for name, row in rows.items():
-        window = name.rsplit(", ", 1)[1]
-        ours = next(r for n, r in rows.items() if n.startswith("ours") and n.endswith(window))
-        if row is not ours and "outputs" in row:
-            notes.append(f"{name}: greedy outputs equal to ours: {output_agreement(ours, row)}.")
     theirs = {n: r for n, r in rows.items() if n.startswith("llama-server")}
-    ours = {n: r for n, r in rows.items() if n.startswith("ours") and n.endswith("sticky window")}
-    if theirs and ours:
-        ((our_name, our_row),) = ours.items()
+    for name, row in theirs.items():  # against ours in process, which says its output tokens
+        window = name.rsplit(", ", 1)[1]
+        ours = next(
+            r for n, r in rows.items() if n.startswith("ours (in process") and n.endswith(window)
+        )
+        notes.append(f"{name}: greedy outputs equal to ours: {output_agreement(ours, row)}.")
+    sticky = {n: r for n, r in rows.items() if n.startswith("ours") and n.endswith("sticky window")}
+    for our_name, our_row in sticky.items() if theirs else ():
         best = min(theirs, key=lambda n: theirs[n]["keystroke"]["p50_ms"])
         keystroke = theirs[best]["keystroke"]["p50_ms"] / our_row["keystroke"]["p50_ms"]
         at_once = our_row["sessions_at_once"]["tokens_per_s"] / max(

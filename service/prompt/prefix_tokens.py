@@ -1,13 +1,16 @@
-"""Tokens of recent prompt beginnings, so an editor's next keystroke encodes only its last lines.
+r"""Tokens of recent prompt beginnings, so an editor's next keystroke encodes only its last lines.
 
 Every request carries the whole code before the cursor, and encoding a 4 KB prefix took ≈1 ms of
 the event loop while holding the GIL the engine thread needs: a third of a request's handling
 before it reaches the engine. The next keystroke's prefix begins with the same text. With a
-byte-level BPE that splits text by GPT-2's regex (no normalizer, no prefix space), no token
-crosses the start of a line that begins with a non-space character after a single newline that
-follows one: the regex's pieces holding a newline hold only whitespace, and merges stay inside
-pieces. So the encoding of the text up to such a line start is the start of the whole text's
-encoding, and the rest can be encoded alone and shifted. Other tokenizers encode whole texts.
+byte-level BPE that splits text by GPT-2's regex (no normalizer, no prefix space), merges stay
+inside the regex's pieces, and a piece boundary falls at a fixed place of every line that
+follows a line ending in a non-space character and starts (after its indentation) with one: the
+newline and the indentation form one whitespace run, which `\s+(?!\S)` takes less its last
+character (that one starts the next piece: ` def`, or a tab alone); a line at column 0 has a run
+of the newline alone, and the boundary is the line start. So the encoding of the text up to that
+boundary is the start of the whole text's encoding, and the rest can be encoded alone and
+shifted. Other tokenizers encode whole texts.
 
 Beginnings are kept per `cache_salt` (the tenant, when the server isolates tenants): a request
 is never encoded faster because another tenant's text began the same way.
@@ -79,15 +82,18 @@ class PrefixTokens:
         return Tokens(encoding.ids, encoding.offsets)
 
     def cut(self, text: str) -> int:
-        """The last line start at least `margin` characters before the end where the encoding
-        may be split, or 0."""
+        """The last place at least `margin` characters before the end where the encoding may be
+        split (a line's piece boundary, see the module's docstring), or 0."""
         newline = text.rfind("\n", 0, len(text) - self.margin)
         for _ in range(MAX_LINES_BACK):
             if newline < 1:
                 break
-            start = newline + 1
-            if start < len(text) and not text[newline - 1].isspace() and not text[start].isspace():
-                return start if start <= self.max_chars else 0
+            first = newline + 1  # the line's first character past its indentation
+            while first < len(text) and text[first] in " \t":
+                first += 1
+            if first < len(text) and not text[newline - 1].isspace() and not text[first].isspace():
+                boundary = max(first - 1, newline + 1)
+                return boundary if boundary <= self.max_chars else 0
             newline = text.rfind("\n", 0, newline)
         return 0
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 from tokenizers import Tokenizer, pre_tokenizers
 
-from service.prompt.prefix_tokens import PrefixTokens, splits_at_line_starts
+from service.prompt.prefix_tokens import PrefixTokens, Tokens, splits_at_line_starts
 from tests.support.fim_tokenizers import build_tokenizer
 from tests.support.service_process import REPO
 from tests.support.tiny_checkpoints import train_tokenizer
@@ -21,9 +21,12 @@ TOKENIZERS = {
     "shipped model": lambda: Tokenizer.from_file(str(SHIPPED)),
     "starcoder-style": lambda: build_tokenizer("starcoder"),
 }
-# Code with runs of blank lines, indentation, tabs, trailing spaces and non-ASCII text.
+# Code with runs of blank lines, indentation (spaces, tabs, both), trailing spaces, a form feed,
+# CRLF lines and non-ASCII text.
 CODE = "\n".join(inspect.getsource(m)[:2500] for m in (json, textwrap, random)) + (
     "\n\n\n\nclass Ünïcode:\n\tπ = 3.14  \n   \n\nx = '日本語'\n"
+    "def f():\n    \tmixed = 1\n\t    other = 2\n    'quoted'\n    's'\n\x0c\n    \x0cx = 1\n"
+    "if x:\r\n    y = 2\r\n    z = 3\n        # deeper\n    return ŷ\n"
 )
 
 
@@ -48,24 +51,47 @@ def test_split_encodings_equal_whole_ones(name):
         assert tokens.beginnings  # beginnings were kept and reused along the way
 
 
-def test_a_keystroke_encodes_only_its_last_lines():
-    tokenizer = train_tokenizer()
-    encoded = []
+class Recording:
+    """The pipeline's tokenizer, noting the length of every text it encodes."""
 
-    class Recording:
-        def encode(self, text, add_special_tokens):
-            encoded.append(len(text))
-            return tokenizer.encode(text, add_special_tokens=add_special_tokens)
+    def __init__(self):
+        self.tokenizer = train_tokenizer()
+        self.encoded: list[int] = []
 
-        def to_str(self):
-            return tokenizer.to_str()
+    def encode(self, text, add_special_tokens):
+        self.encoded.append(len(text))
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
 
-    tokens = PrefixTokens(Recording(), margin=512)
-    text = CODE[:4000]
+    def to_str(self):
+        return self.tokenizer.to_str()
+
+
+def next_keystroke(text: str, typed: str) -> tuple[Recording, Tokens]:
+    """`text + typed` encoded after `text`: the tokenizer (what it encoded for the keystroke) and
+    the keystroke's tokens."""
+    recording = Recording()
+    tokens = PrefixTokens(recording, margin=512)
     tokens.encode(text)
-    encoded.clear()
-    tokens.encode(text + "ret")
-    assert len(encoded) == 1 and 512 <= encoded[0] < 1500
+    recording.encoded.clear()
+    got = tokens.encode(text + typed)
+    return recording, got
+
+
+def test_a_keystroke_encodes_only_its_last_lines():
+    recording, _ = next_keystroke(CODE[:4000], "ret")
+    assert len(recording.encoded) == 1 and 512 <= recording.encoded[0] < 1500
+
+
+def test_a_keystroke_deep_in_an_indented_block_encodes_only_its_last_lines():
+    """A method deep in a long class has no line at column 0 for hundreds of lines; the split
+    falls inside indented lines too (before the indentation's last character)."""
+    body = "".join(
+        f"    def method_{i}(self):\n        return self.value + {i}\n\n" for i in range(400)
+    )
+    text = "class Long:\n" + body + "    def last(self):\n        ret"
+    recording, got = next_keystroke(text, "urn")
+    assert len(recording.encoded) == 1 and 512 <= recording.encoded[0] < 1500
+    assert (got.ids, got.offsets) == whole(recording.tokenizer, text + "urn")
 
 
 def test_other_pre_tokenizers_encode_whole_texts():
