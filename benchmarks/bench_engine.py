@@ -257,6 +257,9 @@ class InProcessEngine:
             (done.get(s.request_id, now), s.num_cached_tokens, s.output_token_ids) for s in seqs
         ]
 
+    def close(self) -> None:
+        """Nothing runs beside this process."""
+
 
 class LlamaSlots:
     """llama-server at its best on a moving window: each editor session pinned to its own slot
@@ -359,7 +362,7 @@ def start_llama_slots(gguf: Path, slots: int, threads: int, cache_reuse: int) ->
 
 
 def long_file_keystrokes(
-    engine: InProcessEngine | LlamaSlots,
+    engine: InProcessEngine | OurServerTyping | LlamaSlots,
     checkpoint: Path,
     windows: StickyWindows,
     users: int,
@@ -1030,8 +1033,7 @@ def long_files(args) -> None:
             print(engine.name, window_name, json.dumps(row, indent=1), flush=True)
             out = BUILD / f"bench_long_files_{engine_name}_{window_name}.json"
             out.write_text(json.dumps(row))
-            if isinstance(engine, LlamaSlots | OurServerTyping):
-                engine.close()
+            engine.close()
     about = (
         f"Machine: {machine()}. Code: {code_version()}. {users} users × {events} requests, then "
         f"16 sessions × {rounds} rounds at once; {NEW_TOKENS} new tokens, greedy; "
