@@ -24,7 +24,9 @@ def build_scripted_checkpoint(
     out_dir: Path, script: str = SCRIPT, runner_up: tuple[int, str] | None = None
 ) -> Path:
     """`runner_up` = (i, token): after the script's i-th token (0 is `<fim_middle>`), `token`
-    scores half the margin, so greedy decoding takes it where the script's next is excluded."""
+    scores half the margin, so greedy decoding takes it where the script's next is excluded. A
+    token from outside the script then stands in for the one it replaced: the script goes on
+    after it (without that, what follows it is the random rows' noise, which differs by CPU)."""
     build_checkpoint(out_dir, "llama_gqa")  # untied embeddings: input and output rows are free
     tokenizer = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
     chain = [
@@ -46,6 +48,9 @@ def build_scripted_checkpoint(
         head[following, axis] = MARGIN
     if runner_up is not None:
         position, token = runner_up
-        head[tokenizer.token_to_id(token), position] = MARGIN / 2
+        token_id = tokenizer.token_to_id(token)
+        head[token_id, position] = MARGIN / 2
+        if token_id not in chain:
+            embed[token_id] = embed[chain[position + 1]]
     save_file(state, out_dir / "model.safetensors", metadata={"format": "pt"})
     return out_dir
