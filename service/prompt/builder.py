@@ -77,9 +77,10 @@ class PromptBuilder:
         """The prompt for `request`, fitting the model's context with `max_new_tokens` to come."""
         budget = self.budget_for(max_new_tokens)
         newline = detect_newline(request.prefix, request.suffix)
-        # Each text is encoded once more only where clipping or snippets changed it (a 4 KB
-        # prefix takes ≈1 ms, paid on the event loop by every request), and the code before the
-        # cursor only from where the last keystroke's differs (`PrefixTokens`).
+        # Encoding is paid on the event loop by every request (≈1 ms per 4 KB): the code before
+        # the cursor is encoded only from where the last keystroke's differs, its window reuses
+        # those tokens (`PrefixTokens`), and a text is encoded again only where snippets or
+        # clipping the suffix changed it.
         whole_prefix = to_lf(request.prefix)
         prefix_encoding = self.prefix_tokens.encode(whole_prefix, request.cache_salt)
         prefix = self.windows.clip_prefix(
@@ -91,8 +92,11 @@ class PromptBuilder:
             self.tokenizer,
             budget.snippets,
         )
-        if context or len(prefix) < len(whole_prefix):
+        if context:
             prefix_encoding = self.encode(context + prefix)
+        elif len(prefix) < len(whole_prefix):
+            start = len(whole_prefix) - len(prefix)
+            prefix_encoding = self.prefix_tokens.from_offset(whole_prefix, prefix_encoding, start)
         healed = heal_prefix(context + prefix, prefix_encoding, self.encode)
         whole_suffix = to_lf(request.suffix)
         suffix_encoding = self.encode(whole_suffix)

@@ -132,3 +132,56 @@ def test_beginnings_are_kept_per_salt():
     got = tokens.encode(text + "ret", cache_salt="alpha")
     assert len(encoded) == 1 and encoded[0] < 1500  # alpha's own beginning was
     assert (got.ids, got.offsets) == expected
+
+
+@pytest.mark.parametrize("name", TOKENIZERS)
+def test_a_window_from_any_offset_equals_its_own_encoding(name):
+    """A prompt window that drops the text's beginning keeps the whole text's tokens after its
+    first lines; ids and spans equal the window's own encoding, wherever it starts."""
+    tokenizer = TOKENIZERS[name]()
+    tokens = PrefixTokens(tokenizer)
+    encoding = tokens.plain(CODE)
+    rng = random.Random(name)
+    line_starts = [i + 1 for i, c in enumerate(CODE) if c == "\n"]
+    for start in rng.sample(line_starts, 60) + rng.sample(range(len(CODE)), 60):
+        got = tokens.from_offset(CODE, encoding, start)
+        assert (got.ids, got.offsets) == whole(tokenizer, CODE[start:]), start
+
+
+def test_a_window_encodes_only_its_first_lines_again():
+    recording = Recording()
+    tokens = PrefixTokens(recording)
+    text = CODE[:6000]
+    encoding = tokens.plain(text)
+    start = text.index("\n", 2000) + 1
+    recording.encoded.clear()
+    got = tokens.from_offset(text, encoding, start)
+    assert len(recording.encoded) == 1 and recording.encoded[0] < 200
+    assert (got.ids, got.offsets) == whole(recording.tokenizer, text[start:])
+
+
+def test_a_split_that_moves_down_encodes_only_the_lines_it_passed():
+    """Typing moves the split down a line every few dozen characters: the new beginning grows
+    from the kept one instead of encoding the file from its first line again."""
+    recording = Recording()
+    tokens = PrefixTokens(recording, margin=512)
+    text = CODE[:5000]
+    tokens.encode(text)
+    recording.encoded.clear()
+    longer = CODE[:5600]
+    got = tokens.encode(longer)
+    assert sum(recording.encoded) < 2000  # the lines between the two splits, and the tail
+    assert (got.ids, got.offsets) == whole(recording.tokenizer, longer)
+
+
+def test_a_beginning_grows_only_from_a_kept_one_that_ends_at_a_split():
+    """The same beginning, but the line after it now indented: the kept beginning's end is no
+    piece boundary of the new text, so its tokens must not be reused as they are."""
+    tokenizer = train_tokenizer()
+    tokens = PrefixTokens(tokenizer, margin=512)
+    text = "".join(f"value_{i} = {i}\n" for i in range(300))
+    tokens.encode(text)
+    ((_, kept),) = tokens.beginnings
+    edited = kept + "    " + text[len(kept) :] + "".join(f"more_{i} = {i}\n" for i in range(60))
+    got = tokens.encode(edited)
+    assert (got.ids, got.offsets) == whole(tokenizer, edited)
