@@ -1,6 +1,7 @@
 """Editor-like cursors, the held-out package list, and the served path (no network)."""
 
 import glob
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -130,3 +131,29 @@ def test_training_cli_forwards_editor_eval_options():
     assert out.returncode == 0 and "--settings-b" in out.stdout
     bad = subprocess.run([*run, "compare", "a", "b", "--bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+
+
+def test_the_b_run_sends_its_own_body_fields(monkeypatch, capsys):
+    """`--extra-b` compares what a client sends (a stop mode, beams) on the same cursors and
+    server; `--extra` alone goes to both runs."""
+    from contextlib import nullcontext
+
+    from training.evaluation import editor_eval
+
+    sent, servers = [], []
+    files = {"pkg/store.py": SOURCE}
+    monkeypatch.setattr(editor_eval, "package_files", lambda packages, cache_dir: files)
+    monkeypatch.setattr(
+        editor_eval, "served_app", lambda model, **overrides: nullcontext(servers.append(overrides))
+    )
+
+    def run_cursors(client, cursors, extra):
+        sent.append(extra)
+        scores = {"exact": False, "similarity": 0.0, "latency_s": 0.1}
+        return [{"file": c.file, "line": c.line, "kind": c.kind, **scores} for c in cursors]
+
+    monkeypatch.setattr(editor_eval, "run_cursors", run_cursors)
+    editor_eval.main(["--per-kind", "2", "--extra", '{"semantic": false}', "--extra-b", "{}"])
+    assert sent == [{"semantic": False}, {}] and servers == [{}, {}]
+    report = json.loads(capsys.readouterr().out)
+    assert report["b"]["extra"] == {} and "b_minus_a" in report

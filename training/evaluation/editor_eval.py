@@ -299,6 +299,12 @@ def main(argv: list[str] | None = None) -> None:
         help='JSON server Settings overrides (e.g. {"line_num_beams": 1}): run the cursors '
         "again on a server built with them and report B − A paired",
     )
+    ap.add_argument(
+        "--extra-b",
+        default=None,
+        help='JSON Tabby body fields for the B run instead of --extra (e.g. {"stop_mode": '
+        '"line", "num_beams": 4}: what a client sends); with or without --settings-b',
+    )
     args = ap.parse_args(argv)
     files = package_files(HELD_OUT_PACKAGES, Path(args.cache_dir))
     cursors = sample_cursors(files, args.per_kind, args.seed)
@@ -311,11 +317,12 @@ def main(argv: list[str] | None = None) -> None:
         "model": summarize(records),
         "copy_line_above": summarize(copy_line_above(cursors)),
     }
-    if args.settings_b:
-        overrides = json.loads(args.settings_b)
+    if args.settings_b or args.extra_b:
+        overrides = json.loads(args.settings_b or "{}")
+        extra_b = json.loads(args.extra_b or args.extra)
         with served_app(Path(args.model), **overrides) as client:
-            records_b = run_cursors(client, cursors, json.loads(args.extra))
-        report["b"] = {"settings": overrides, "model": summarize(records_b)}
+            records_b = run_cursors(client, cursors, extra_b)
+        report["b"] = {"settings": overrides, "extra": extra_b, "model": summarize(records_b)}
         report["b_minus_a"] = paired(records, records_b)
     print(json.dumps(report, indent=1))
 
