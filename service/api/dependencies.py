@@ -44,7 +44,9 @@ class Serving:
         return cast(UnsafePolicy, self.settings.unsafe_suggestions)
 
 
-def get_serving(request: Request) -> Serving:
+# The dependencies are `async def` though they never wait: FastAPI runs a plain `def` one on its
+# thread pool, a hop between threads per request that a keystroke's handling cannot afford.
+async def get_serving(request: Request) -> Serving:
     return request.app.state.serving
 
 
@@ -64,7 +66,7 @@ class Caller:
         return None if session_id is None else EditorSession(self.tenant, session_id)
 
 
-def get_caller(
+async def get_caller(
     request: Request,
     tenant: Annotated[str, Depends(require_tenant)],
     x_session_id: Annotated[str | None, Header(max_length=256)] = None,
