@@ -28,7 +28,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from transformers import (
 )
 
 from benchmarks import llama_cpp
+from benchmarks.load_client import KeepAliveClient, Post
 from service.prompt.builder import CompletionInput, PromptBuilder
 from service.prompt.window import Budget, StickyWindows, clip_prefix
 from service.settings import Settings
@@ -269,9 +269,9 @@ class LlamaSlots:
     def __init__(self, process: subprocess.Popen, port: int, cache_reuse: int):
         self.name = f"llama-server --cache-reuse {cache_reuse}"
         self.process = process
-        self.url = f"http://127.0.0.1:{port}/completion"
+        self.client = KeepAliveClient(port)
 
-    def complete(self, slot: int, ids: list[int]) -> Answer:
+    def post(self, slot: int, ids: list[int]) -> Post:
         body = {
             "prompt": ids,
             "n_predict": NEW_TOKENS,
@@ -282,19 +282,18 @@ class LlamaSlots:
             "id_slot": slot,
             "return_tokens": True,
         }
-        start = time.perf_counter()
-        response = httpx.post(self.url, json=body, timeout=600)
-        response.raise_for_status()
-        latency = time.perf_counter() - start
-        answer = response.json()
-        evaluated = answer["timings"]["prompt_n"]  # the prompt tokens it computed
-        return latency, len(ids) - evaluated, answer["tokens"]
+        return Post(f"slot-{slot}", "/completion", body)
 
     def __call__(self, batch: list[Typed]) -> list[Answer]:
-        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            return list(pool.map(lambda typed: self.complete(*typed[:2]), batch))
+        answers = self.client.post_all([self.post(slot, ids) for slot, ids, _ in batch])
+        return [
+            # prompt_n: the prompt tokens it computed
+            (latency, len(ids) - answer["timings"]["prompt_n"], answer["tokens"])
+            for (latency, answer), (_, ids, _) in zip(answers, batch, strict=True)
+        ]
 
     def close(self) -> None:
+        self.client.close()
         self.process.terminate()
         self.process.wait(timeout=30)
 
@@ -310,7 +309,8 @@ class OurServerTyping:
     def __init__(self, checkpoint: Path, threads: int):
         self.process, port = launch_our_server(checkpoint, threads, "auto")
         self.name = f"ours (HTTP, {Settings(device='cpu').resolved_dtype})"
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)  # /metrics
+        self.posts = KeepAliveClient(port)
 
     def engine_counters(self) -> tuple[float, float]:
         """engine_prompt_tokens_total, engine_prefix_cache_hit_tokens_total."""
@@ -323,19 +323,18 @@ class OurServerTyping:
             float(values["engine_prefix_cache_hit_tokens_total"]),
         )
 
-    def complete(self, request: CompletionInput) -> float:
-        body = {"prompt": request.prefix, "max_tokens": NEW_TOKENS, "temperature": 0}
-        start = time.perf_counter()
-        response = self.client.post(
-            "/v1/completions", json=body, headers={"X-Session-Id": request.session}
-        )
-        response.raise_for_status()
-        return time.perf_counter() - start
-
     def __call__(self, batch: list[Typed]) -> list[Answer]:
         prompt_before, hit_before = self.engine_counters()
-        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            latencies = list(pool.map(lambda typed: self.complete(typed[2]), batch))
+        posts = [
+            Post(
+                request.session,
+                "/v1/completions",
+                {"prompt": request.prefix, "max_tokens": NEW_TOKENS, "temperature": 0},
+                {"X-Session-Id": request.session},
+            )
+            for _, _, request in batch
+        ]
+        latencies = [latency for latency, _ in self.posts.post_all(posts)]
         prompt_after, hit_after = self.engine_counters()
         prompts = [len(ids) for _, ids, _ in batch]
         if prompt_after == prompt_before:  # the suggestion cache answered
@@ -348,6 +347,7 @@ class OurServerTyping:
 
     def close(self) -> None:
         self.client.close()
+        self.posts.close()
         self.process.terminate()
         self.process.wait(timeout=30)
 

@@ -94,11 +94,11 @@ def main() -> None:
         for i in range(args.keystrokes + 1):
             prefix = text[: cursor + i]
             start = time.perf_counter()
-            analyze(prefix, suffix, session=session, budget_s=1.0)
+            analyze(prefix, suffix, session=session, budget_s=1.0, with_names=False)
             if i > 0:  # the first one of a session is a fresh parse
                 incremental.append(time.perf_counter() - start)
             start = time.perf_counter()
-            analyze(prefix, suffix, budget_s=1.0)
+            analyze(prefix, suffix, budget_s=1.0, with_names=False)
             fresh.append(time.perf_counter() - start)
             # The parse alone, both ways: what the session's tree saves.
             start = time.perf_counter()
@@ -112,9 +112,9 @@ def main() -> None:
         for at in rng.sample(dots, min(args.dots, len(dots))):
             # The keystroke that typed the dot, in a session that parsed the one before it.
             session = SessionParser()
-            analyze(text[: at - 1], text[at:], session=session, budget_s=1.0)
+            analyze(text[: at - 1], text[at:], session=session, budget_s=1.0, with_names=False)
             start = time.perf_counter()
-            context = analyze(text[:at], text[at:], session=session, budget_s=1.0)
+            context = analyze(text[:at], text[at:], session=session, budget_s=1.0, with_names=False)
             typed.append(time.perf_counter() - start)
             if context is not None and context.continuations():
                 member_sets.append(context.continuations())

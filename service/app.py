@@ -1,5 +1,6 @@
 """The FastAPI application: `create_app(settings)`; the lifespan starts and stops the engine."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -86,6 +87,10 @@ def start_serving(settings: Settings, lifecycle: Lifecycle) -> Serving:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.serving = start_serving(app.state.settings, app.state.lifecycle)
+    # What start-up made (the model's modules, tokenizer, tables) lives as long as the process:
+    # frozen out of the collector's reach, its full passes stop walking it again and again
+    # while requests allocate (on the event loop, which the engine thread waits on for the GIL).
+    gc.freeze()
     try:
         yield
     finally:

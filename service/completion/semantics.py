@@ -53,7 +53,7 @@ def legal_members(
     """The rest of each member legal at the cursor (its first identifier's constraint), where
     the analysis knows them within its budget; else None."""
     parser = trees.parser(session) if session is not None else SessionParser()
-    context = analyze(file.prefix, file.suffix, session=parser)
+    context = analyze(file.prefix, file.suffix, session=parser, with_names=False)
     if parsable(file.prefix, file.suffix):  # then the analysis parsed exactly this text
         # The output side checks against the same text: a copy, as the session edits its own.
         PARSED_FILES.remember(file, parser.tree.copy())

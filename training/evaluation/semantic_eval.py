@@ -78,7 +78,7 @@ def known_members(cursor: Cursor) -> frozenset[str] | None:
     """The members the analysis knows right after `expr.` at the cursor; else None."""
     if cursor.kind != "member":
         return None
-    context = analyze(cursor.prefix, cursor.suffix, budget_s=ANALYSIS_BUDGET_S)
+    context = analyze(cursor.prefix, cursor.suffix, budget_s=ANALYSIS_BUDGET_S, with_names=False)
     return context.continuations() if context is not None else None
 
 
