@@ -147,13 +147,18 @@ def test_the_b_run_sends_its_own_body_fields(monkeypatch, capsys):
         editor_eval, "served_app", lambda model, **overrides: nullcontext(servers.append(overrides))
     )
 
-    def run_cursors(client, cursors, extra):
-        sent.append(extra)
-        scores = {"exact": False, "similarity": 0.0, "latency_s": 0.1}
+    def run_cursors(client, cursors, extra, files=None):
+        sent.append((extra, files))
+        scores = {"exact": False, "similarity": 0.0, "latency_s": 0.1, "declarations": 0}
         return [{"file": c.file, "line": c.line, "kind": c.kind, **scores} for c in cursors]
 
     monkeypatch.setattr(editor_eval, "run_cursors", run_cursors)
     editor_eval.main(["--per-kind", "2", "--extra", '{"semantic": false}', "--extra-b", "{}"])
-    assert sent == [{"semantic": False}, {}] and servers == [{}, {}]
+    assert sent == [({"semantic": False}, None), ({}, None)] and servers == [{}, {}]
     report = json.loads(capsys.readouterr().out)
     assert report["b"]["extra"] == {} and "b_minus_a" in report
+    # --declarations-b: the B run gets the package's files to rebuild the client's declarations
+    sent.clear()
+    editor_eval.main(["--per-kind", "2", "--declarations-b"])
+    assert sent == [({}, None), ({}, files)]
+    assert json.loads(capsys.readouterr().out)["b"]["declarations"] is True

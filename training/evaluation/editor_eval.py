@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.evaluation.declarations import Declaration, declarations
 from training.evaluation.line_completion import example_scores
 
 HELD_OUT_PACKAGES = [
@@ -168,14 +169,15 @@ def first_line(text: str) -> str:
     return text.split("\n", 1)[0].rstrip("\r")
 
 
-def tabby_completion(client, cursor: Cursor, extra: dict | None = None) -> tuple[str, float]:
+def tabby_completion(
+    client, cursor: Cursor, extra: dict | None = None, declarations: list[Declaration] = ()
+) -> tuple[str, float]:
     """The text a Tabby request for the cursor gets through `client` (a TestClient or
     httpx.Client), and the request's wall time."""
-    body = {
-        "language": "python",
-        "segments": {"prefix": cursor.prefix, "suffix": cursor.suffix, "filepath": cursor.file},
-        **(extra or {}),
-    }
+    segments = {"prefix": cursor.prefix, "suffix": cursor.suffix, "filepath": cursor.file}
+    if declarations:
+        segments["declarations"] = [{"filepath": d.filepath, "body": d.body} for d in declarations]
+    body = {"language": "python", "segments": segments, **(extra or {})}
     start = time.perf_counter()
     response = client.post("/v1/completions", json=body)
     latency = time.perf_counter() - start
@@ -183,11 +185,15 @@ def tabby_completion(client, cursor: Cursor, extra: dict | None = None) -> tuple
     return response.json()["choices"][0]["text"], latency
 
 
-def run_cursors(client, cursors: list[Cursor], extra: dict | None = None) -> list[dict]:
-    """POST each cursor as a Tabby request through `client`."""
+def run_cursors(
+    client, cursors: list[Cursor], extra: dict | None = None, files: dict[str, str] | None = None
+) -> list[dict]:
+    """POST each cursor as a Tabby request through `client`; with the package's `files`, with
+    the declarations tabby-agent would send (training/evaluation/declarations.py)."""
     records = []
     for c in cursors:
-        text, latency = tabby_completion(client, c, extra)
+        sent = declarations(c.file, c.prefix, c.suffix, files) if files is not None else []
+        text, latency = tabby_completion(client, c, extra, sent)
         prediction = first_line(text)
         exact, similarity = example_scores(prediction, c.target)
         record = asdict(c)
@@ -200,6 +206,7 @@ def run_cursors(client, cursors: list[Cursor], extra: dict | None = None) -> lis
                 "exact": bool(exact),
                 "similarity": float(similarity),
                 "latency_s": latency,
+                "declarations": len(sent),
             }
         )
     return records
@@ -305,6 +312,12 @@ def main(argv: list[str] | None = None) -> None:
         help='JSON Tabby body fields for the B run instead of --extra (e.g. {"stop_mode": '
         '"line", "num_beams": 4}: what a client sends); with or without --settings-b',
     )
+    ap.add_argument(
+        "--declarations-b",
+        action="store_true",
+        help="the B run sends the declarations tabby-agent would send with a language server "
+        "(training/evaluation/declarations.py); with or without the other B options",
+    )
     args = ap.parse_args(argv)
     files = package_files(HELD_OUT_PACKAGES, Path(args.cache_dir))
     cursors = sample_cursors(files, args.per_kind, args.seed)
@@ -317,12 +330,20 @@ def main(argv: list[str] | None = None) -> None:
         "model": summarize(records),
         "copy_line_above": summarize(copy_line_above(cursors)),
     }
-    if args.settings_b or args.extra_b:
+    if args.settings_b or args.extra_b or args.declarations_b:
         overrides = json.loads(args.settings_b or "{}")
         extra_b = json.loads(args.extra_b or args.extra)
         with served_app(Path(args.model), **overrides) as client:
-            records_b = run_cursors(client, cursors, extra_b)
-        report["b"] = {"settings": overrides, "extra": extra_b, "model": summarize(records_b)}
+            records_b = run_cursors(
+                client, cursors, extra_b, files if args.declarations_b else None
+            )
+        report["b"] = {
+            "settings": overrides,
+            "extra": extra_b,
+            "declarations": args.declarations_b,
+            "cursors_with_declarations": sum(r["declarations"] > 0 for r in records_b),
+            "model": summarize(records_b),
+        }
         report["b_minus_a"] = paired(records, records_b)
     print(json.dumps(report, indent=1))
 
