@@ -23,9 +23,7 @@ APP = (
     "import os\n\n\n"
     "def local(x):\n    return x\n\n\n"
     "class App:\n"
-    "    def load(self, path):\n        return path\n\n"
-    + FILLER
-    + "    def run(self, text):\n"
+    "    def load(self, path):\n        return path\n\n" + FILLER + "    def run(self, text):\n"
     "        items = parse(text)\n"
     "        near = local(items)\n"
     "        self.load(os.sep)\n"
