@@ -5,6 +5,8 @@ refused request raised with its answer."""
 import asyncio
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -51,36 +53,36 @@ class Server:
         writer.close()
 
 
-def test_answers_come_in_order_one_connection_per_session():
-    server = Server(requests_per_connection=100)
+@contextmanager
+def client_of(server: Server) -> Iterator[KeepAliveClient]:
     client = KeepAliveClient(server.port)
     try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_answers_come_in_order_one_connection_per_session():
+    server = Server(requests_per_connection=100)
+    with client_of(server) as client:
         for _ in range(3):
             posts = [Post(f"session-{i % 4}", "/x", {"n": i}) for i in range(8)]
             answers = client.post_all(posts)
             assert [answer["n"] for _, answer in answers] == list(range(8))
             assert all(latency > 0 for latency, _ in answers)
-        assert server.connections == 4
-    finally:
-        client.close()
+    assert server.connections == 4
 
 
 def test_a_connection_the_server_closed_is_opened_again():
-    server = Server(requests_per_connection=1)
-    client = KeepAliveClient(server.port)
-    try:
+    with client_of(Server(requests_per_connection=1)) as client:
         for n in range(3):
             ((_, answer),) = client.post_all([Post("session", "/x", {"n": n})])
             assert answer == {"n": n, "connection": n + 1, "count": 1}
-    finally:
-        client.close()
 
 
 def test_a_refused_request_raises_with_its_answer():
-    server = Server(requests_per_connection=10)
-    client = KeepAliveClient(server.port)
-    try:
-        with pytest.raises(RuntimeError, match="HTTP 418"):
-            client.post_all([Post("session", "/x", {"n": 1, "refuse": True})])
-    finally:
-        client.close()
+    with (
+        client_of(Server(requests_per_connection=10)) as client,
+        pytest.raises(RuntimeError, match="HTTP 418"),
+    ):
+        client.post_all([Post("session", "/x", {"n": 1, "refuse": True})])
