@@ -93,7 +93,10 @@ def test_the_configurations_run_as_themselves(client):
     assert all("top5" in r for rs in result["records"].values() for r in rs)
     table = markdown(summaries)
     assert (
-        "| | raw greedy | beam | hybrid | hybrid, 4 beams |" in table
+        "| | raw greedy | beam | hybrid | hybrid, 4 beams | hybrid, line, 2 beams |" in table
         and "**member cursors**" in table
     )
     assert set(result["hybrid_minus_raw_greedy"]) == {"exact", "similarity", "latency_p50_ratio"}
+    assert "hybrid_line_beams_minus_raw_greedy" in result
+    # one line: nothing past the first line's end
+    assert all("\n" not in r["text"] for r in result["records"]["hybrid, line, 2 beams"])

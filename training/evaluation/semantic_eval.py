@@ -8,7 +8,9 @@ Each configuration is the server's own app with its defaults and one per-request
 - `hybrid`: the default request, the semantic engine on: members after `expr.` constrained on
   the way in, post-processing, the checks (repair or drop) and the unsafe filter on the way out;
 - `hybrid, 4 beams`: the same on four beams, so a suggestion the checks drop is replaced by the
-  next candidate (`--line-num-beams 4` on the server does it for every Tabby request).
+  next candidate;
+- `hybrid, line, 2 beams`: the hybrid pipeline asked for one line (`"stop_mode": "line"`) with
+  two beams, the best single lines on editor_eval's protocol (docs/training.md).
 
 Per cursor it records what the user sees (the suggestion's first line scored against the rest of
 the line: exact match and edit similarity, as editor_eval) and, of each non-empty suggestion:
@@ -57,6 +59,7 @@ CONFIGS: dict[str, dict] = {
     "beam": {"semantic": False, "num_beams": 4},
     "hybrid": {"semantic": True},
     "hybrid, 4 beams": {"semantic": True, "num_beams": 4},
+    "hybrid, line, 2 beams": {"semantic": True, "stop_mode": "line", "num_beams": 2},
 }
 TOP_K = 5
 WARM_UP = 3  # cursors sent once untimed before the measured run
@@ -240,6 +243,9 @@ def evaluate(client, cursors: list[Cursor], top_k: bool = True) -> dict:
         "hybrid_minus_raw_greedy": paired(records["raw greedy"], records["hybrid"]),
         "hybrid_beams_minus_raw_greedy": paired(records["raw greedy"], records["hybrid, 4 beams"]),
         "hybrid_beams_minus_beam": paired(records["beam"], records["hybrid, 4 beams"]),
+        "hybrid_line_beams_minus_raw_greedy": paired(
+            records["raw greedy"], records["hybrid, line, 2 beams"]
+        ),
     }
 
 
@@ -259,5 +265,6 @@ def main(argv: list[str] | None = None) -> None:
         "hybrid_minus_raw_greedy",
         "hybrid_beams_minus_raw_greedy",
         "hybrid_beams_minus_beam",
+        "hybrid_line_beams_minus_raw_greedy",
     ):
         print(f"{key} (paired, file-bootstrap 95% interval): {json.dumps(result[key])}")
