@@ -117,6 +117,24 @@ def drop_unfinished_tail(text: str) -> str:
     return "\n".join(lines).rstrip() if len(lines) < len(text.split("\n")) else text
 
 
+TRY_PARTS = ("except", "finally")
+
+
+def leaves_try_open(text: str) -> bool:
+    """A completion with a `try:` and no `except`/`finally` of its own (`text`: the cursor's
+    line up to the cursor, then the completion, so the first line has its indentation): each
+    line may be finished (`drop_unfinished_tail` keeps it), but the block is not. A beam search
+    ranks such a candidate after the complete ones."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    for i, line in enumerate(lines):
+        if line.strip() == "try:":
+            indent = len(line) - len(line.lstrip())
+            same_level = [r for r in lines[i + 1 :] if len(r) - len(r.lstrip()) == indent]
+            if not any(r.strip().startswith(TRY_PARTS) for r in same_level):
+                return True
+    return False
+
+
 def _balance(text: str) -> dict[str, int]:
     depth = dict.fromkeys("([{", 0)
     for c in text:
