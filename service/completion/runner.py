@@ -420,7 +420,8 @@ def beam_completions(
 ) -> list[Completion]:
     """The best `num_choices` candidates whose final texts differ (overlap removal and newline
     conversion can make two engine candidates the same suggestion); a checked job's dropped
-    candidates are skipped, so the next one moves up (all dropped: one empty choice)."""
+    candidates are skipped, so the next one moves up (all dropped: one empty choice), and one
+    that leaves a `try:` without its `except` comes after the complete ones."""
 
     def choice(candidate, text: str) -> Completion:
         return Completion(

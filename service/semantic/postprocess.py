@@ -18,6 +18,8 @@ stopping.py stays the rule the engine applies while generating; these apply afte
 request ran without a stop rule or the model repeated itself.
 """
 
+import re
+
 from service.semantic.brackets import depths_at_line_ends
 from service.semantic.stopping import (
     block_stop_rule,
@@ -117,7 +119,8 @@ def drop_unfinished_tail(text: str) -> str:
     return "\n".join(lines).rstrip() if len(lines) < len(text.split("\n")) else text
 
 
-TRY_PARTS = ("except", "finally")
+# A clause that ends a `try:` block (`exceptions = []` does not).
+TRY_END = re.compile(r"(?:except|finally)\b")
 
 
 def leaves_try_open(text: str) -> bool:
@@ -130,7 +133,7 @@ def leaves_try_open(text: str) -> bool:
         if line.strip() == "try:":
             indent = len(line) - len(line.lstrip())
             same_level = [r for r in lines[i + 1 :] if len(r) - len(r.lstrip()) == indent]
-            if not any(r.strip().startswith(TRY_PARTS) for r in same_level):
+            if not any(TRY_END.match(r.strip()) for r in same_level):
                 return True
     return False
 

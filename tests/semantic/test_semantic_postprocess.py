@@ -226,6 +226,7 @@ def test_only_what_the_completion_introduced():
         ("try:\n    try:\n        a()\n    except E:\n        b()", True),
         ("x = 1\n    if y:\n        z()", False),
         ("retry(x)", False),
+        ("try:\n    a()\nexceptions = []", True),  # no clause of the try
     ],
 )
 def test_leaves_try_open(text, left_open):

@@ -159,7 +159,7 @@ def iter_offline(cfg: SourceConfig) -> Iterator[dict]:
     for spec, archive in zip(
         cfg.packages, download_packages(cfg.packages, Path(cfg.cache_dir)), strict=True
     ):
-        repo = spec.partition("==")[0]
+        repo, _ = pin(spec)
         reader = iter_wheel if archive.suffix == ".whl" else iter_sdist
         yield from reader(archive, repo)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 MAX_SNIPPETS = 5  # tabby-agent's completion.prompt.fillDeclarations defaults
 MAX_CHARS = 500
@@ -46,12 +47,23 @@ def declared(path: str, source: str, node: ast.AST) -> Declaration:
 DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
-def top_level(path: str, source: str) -> dict[str, Declaration]:
+def parsed(source: str) -> ast.Module | None:
     try:
-        tree = ast.parse(source)
+        return ast.parse(source)
     except (SyntaxError, ValueError):
+        return None
+
+
+def top_level(path: str, source: str, tree: ast.Module | None) -> dict[str, Declaration]:
+    if tree is None:
         return {}
     return {n.name: declared(path, source, n) for n in tree.body if isinstance(n, DEFINITIONS)}
+
+
+@lru_cache(maxsize=256)
+def module_definitions(path: str, source: str) -> dict[str, Declaration]:
+    """A package module's top-level declarations, read once for all the cursors importing it."""
+    return top_level(path, source, parsed(source))
 
 
 def module_path(importer: str, module: str | None, level: int, files: dict[str, str]) -> str | None:
@@ -71,12 +83,8 @@ def module_path(importer: str, module: str | None, level: int, files: dict[str, 
     return None
 
 
-def imported(path: str, source: str, files: dict[str, str]) -> dict[str, Declaration]:
+def imported(path: str, tree: ast.Module, files: dict[str, str]) -> dict[str, Declaration]:
     """Names the file imports from modules of its own package, with their declarations."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return {}
     found = {}
     for node in ast.walk(tree):
         if not isinstance(node, ast.ImportFrom):
@@ -84,18 +92,16 @@ def imported(path: str, source: str, files: dict[str, str]) -> dict[str, Declara
         target = module_path(path, node.module, node.level, files)
         if target is None:
             continue
-        definitions = top_level(target, files[target])
+        definitions = module_definitions(target, files[target])
         for alias in node.names:
             if alias.name in definitions:
                 found[alias.asname or alias.name] = definitions[alias.name]
     return found
 
 
-def methods_of_enclosing_class(path: str, source: str, line: int) -> dict[str, Declaration]:
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return {}
+def methods_of_enclosing_class(
+    path: str, source: str, tree: ast.Module, line: int
+) -> dict[str, Declaration]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.lineno <= line <= (node.end_lineno or 0):
             return {
@@ -110,10 +116,13 @@ def declarations(path: str, prefix: str, suffix: str, files: dict[str, str]) -> 
     """What tabby-agent would send as declarations at the cursor between `prefix` and `suffix`
     of the file `path` of the package whose files are `files`."""
     source = prefix + suffix
+    tree = parsed(source)
+    if tree is None:
+        return []  # no language server resolves names in a file it cannot parse either
     cursor_line = prefix.count("\n") + 1
     first_looked_at = max(1, cursor_line - PREFIX_LINES)
-    names = {**top_level(path, source), **imported(path, source, files)}
-    members = methods_of_enclosing_class(path, source, cursor_line)
+    names = {**top_level(path, source, tree), **imported(path, tree, files)}
+    members = methods_of_enclosing_class(path, source, tree, cursor_line)
     looked_at = "".join(prefix.splitlines(keepends=True)[first_looked_at - 1 :])
     found: list[Declaration] = []
     for match in reversed(list(SYMBOL.finditer(looked_at))):

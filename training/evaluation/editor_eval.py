@@ -153,11 +153,11 @@ def sample_cursors(files: dict[str, str], per_kind: int, seed: int) -> list[Curs
 
 def package_files(packages: list[str], cache_dir: Path, max_chars: int = 200_000) -> dict:
     """`{"pkg/path.py": source}` of the pinned packages' archives (downloaded once, then cached)."""
-    from training.data.sources import download_packages, iter_sdist, iter_wheel
+    from training.data.sources import download_packages, iter_sdist, iter_wheel, pin
 
     files = {}
     for spec, archive in zip(packages, download_packages(packages, cache_dir), strict=True):
-        name = spec.partition("==")[0]
+        name, _ = pin(spec)
         reader = iter_wheel if archive.suffix == ".whl" else iter_sdist
         for rec in reader(archive, name):
             if len(rec["content"]) <= max_chars and "/tests/" not in f"/{rec['path']}":
