@@ -40,8 +40,7 @@ from service.logging_setup import prompt_for_log
 from service.prompt.builder import Prompt
 from service.prompt.newlines import from_lf
 from service.secrets.scrubber import contains_secret, scrub, settled_length
-from service.semantic.postprocess import leaves_try_open
-from service.semantic.stopping import cursor_line, drop_suffix_overlap
+from service.semantic.stopping import drop_suffix_overlap
 
 logger = logging.getLogger("service.completions")
 
@@ -420,8 +419,7 @@ def beam_completions(
 ) -> list[Completion]:
     """The best `num_choices` candidates whose final texts differ (overlap removal and newline
     conversion can make two engine candidates the same suggestion); a checked job's dropped
-    candidates are skipped, so the next one moves up (all dropped: one empty choice), and one
-    that leaves a `try:` without its `except` comes after the complete ones."""
+    candidates are skipped, so the next one moves up (all dropped: one empty choice)."""
 
     def choice(candidate, text: str) -> Completion:
         return Completion(
@@ -444,20 +442,12 @@ def beam_completions(
     if job.checked and job.num_choices > 1 and after_dot(job.file):
         finished = distinct_members_first(list(finished))
     choices: dict[str, Completion] = {}
-    held_back: list[tuple[Candidate, str]] = []  # a `try:` left open: after the complete ones
     for candidate, text in finished:
         if text in choices or (job.checked and not text):
-            continue
-        if job.checked and leaves_try_open(cursor_line(job.file.prefix) + text):
-            held_back.append((candidate, text))
             continue
         choices[text] = choice(candidate, text)
         if len(choices) == job.num_choices:
             break
-    for candidate, text in held_back:
-        if len(choices) == job.num_choices:
-            break
-        choices.setdefault(text, choice(candidate, text))
     return list(choices.values()) or [choice(output.candidates[0], "")]
 
 

@@ -7,7 +7,10 @@ API:
   completion is inserted, earliest first; `Problem(kind, offset, name)`, `offset` a character
   offset in the completion. Kinds:
   - "syntax": the completion adds a syntax error (`adds_syntax_error`; brackets included: a
-    stray closer is an ERROR node, an unclosed opener a MISSING one);
+    stray closer is an ERROR node, an unclosed opener a MISSING one), or Python's own parser
+    rejects the definition around the cursor that it accepted without the completion
+    (python_syntax.py: a header with no body, a `try:` with no `except`, which tree-sitter's
+    recovery lets through);
   - "undefined_name": a name read in the completion that nothing binds: not a builtin, not in
     scope at the cursor (scope.py's rules), not bound by the completion itself (assignments,
     loop and comprehension variables, parameters, imports, definitions);
@@ -15,8 +18,8 @@ API:
     class of the file whose bases are all known, without `__getattr__`), and lacks `attr`.
 - `adds_syntax_error(file, completion) -> bool`: the completed region has an ERROR or MISSING
   node, unless the file was already broken at the cursor and the completion adds no error to its
-  count, or the completion lowers the count (it fixes the half-typed line). This is the "parses
-  in context" of the served-suggestion metric.
+  count, or the completion lowers the count (it fixes the half-typed line); or Python rejects it
+  (above). This is the "parses in context" of the served-suggestion metric.
 - `valid_part(file, completion) -> str`: the completion cut before its first problem (at the
   line boundary before it; on the first line, at the problem itself), re-checked until nothing
   is wrong; "" when no part is valid.
@@ -35,6 +38,12 @@ from service.semantic import scope as scopes_
 from service.semantic import types as types_
 from service.semantic.brackets import depth_after, stray_closer
 from service.semantic.postprocess import drop_unfinished_tail, goes_on
+from service.semantic.python_syntax import (
+    Statement,
+    parses_as_it_is,
+    statement_around,
+    syntax_error_at,
+)
 from service.semantic.stopping import cursor_line, indentation
 from service.semantic.syntax import _PARSER, _point, error_count, errors_in, parse
 
@@ -129,6 +138,26 @@ class FileAround:
         return indentation(line) if line.strip() else len(line.expandtabs(4))
 
     @cached_property
+    def statement(self) -> Statement | None:
+        """The definition around the cursor, for Python's parser."""
+        return statement_around(self.prefix, self.suffix)
+
+    @cached_property
+    def python_judges(self) -> bool:
+        """Python's parser accepted the definition without the completion."""
+        return self.statement is not None and parses_as_it_is(
+            self.statement, self.prefix, self.suffix
+        )
+
+    def python_error_at(self, completion: str) -> int | None:
+        """Where Python's parser rejects the completion (characters into it); None where it
+        accepts it or cannot judge."""
+        if self.statement is None:
+            return None
+        at = syntax_error_at(self.statement, self.prefix, completion, self.suffix)
+        return at if at is not None and self.python_judges else None
+
+    @cached_property
     def anchor(self) -> int:
         """The end of the last code before the cursor (cursor.py's anchor for the scopes)."""
         return len(self.prefix.rstrip().encode())
@@ -145,7 +174,7 @@ def _adds_error(file: FileAround, after: Tree, end: int) -> bool:
 
 def adds_syntax_error(file: FileAround, completion: str) -> bool:
     after, end = file.with_completion(completion)
-    return _adds_error(file, after, end)
+    return _adds_error(file, after, end) or file.python_error_at(completion) is not None
 
 
 def _overlapping(root: Node, start: int, end: int) -> list[Node]:
@@ -265,6 +294,8 @@ def problems(file: FileAround, completion: str) -> tuple[Problem, ...]:
         found.append(Problem("syntax", stray, completion[stray]))
     elif _adds_error(file, after, end):
         found.append(Problem("syntax", _char_offset(added, _syntax_offset(after, start, end))))
+    elif (at := file.python_error_at(completion)) is not None:
+        found.append(Problem("syntax", at))
     nodes = _overlapping(after.root_node, start, end)
     bound = _completion_bindings(nodes, start)
     assigned = _assigned_attributes(nodes)
@@ -322,5 +353,8 @@ def valid_part(file: FileAround, completion: str, max_checks: int = 6) -> str:
             # A parse error may show where its cause ends: peel whole lines from the end.
             completion = _without_last_line(completion)
         else:
-            completion = _cut(completion, first.offset)
+            cut = _cut(completion, first.offset)
+            if cut == completion:
+                break  # the problem is past the line's end: the line as a whole (`if x:` alone)
+            completion = cut
     return ""

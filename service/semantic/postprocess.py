@@ -18,8 +18,6 @@ stopping.py stays the rule the engine applies while generating; these apply afte
 request ran without a stop rule or the model repeated itself.
 """
 
-import re
-
 from service.semantic.brackets import depths_at_line_ends
 from service.semantic.stopping import (
     block_stop_rule,
@@ -117,25 +115,6 @@ def drop_unfinished_tail(text: str) -> str:
             break
         lines.pop()  # unfinished, or blank / only a comment at the end
     return "\n".join(lines).rstrip() if len(lines) < len(text.split("\n")) else text
-
-
-# A clause that ends a `try:` block (`exceptions = []` does not).
-TRY_END = re.compile(r"(?:except|finally)\b")
-
-
-def leaves_try_open(text: str) -> bool:
-    """A completion with a `try:` and no `except`/`finally` of its own (`text`: the cursor's
-    line up to the cursor, then the completion, so the first line has its indentation): each
-    line may be finished (`drop_unfinished_tail` keeps it), but the block is not. A beam search
-    ranks such a candidate after the complete ones."""
-    lines = [line for line in text.split("\n") if line.strip()]
-    for i, line in enumerate(lines):
-        if line.strip() == "try:":
-            indent = len(line) - len(line.lstrip())
-            same_level = [r for r in lines[i + 1 :] if len(r) - len(r.lstrip()) == indent]
-            if not any(TRY_END.match(r.strip()) for r in same_level):
-                return True
-    return False
 
 
 def _balance(text: str) -> dict[str, int]:

@@ -166,13 +166,11 @@ def test_with_n_choices_the_next_candidate_moves_up():
     assert texts(runner, jobs(3, semantic=False)) == [UNSAFE, INVALID, SAFE]
 
 
-def test_a_beam_search_ranks_a_try_left_open_after_complete_candidates():
+def test_a_beam_search_passes_over_a_try_python_rejects():
+    # tree-sitter's recovery accepts a `try:` with no `except`; Python's parser does not.
     open_try = "try:\n        s = sum(items)\n    return s"
     runner = CompletionRunner(Scripted([open_try, SAFE], beams=True))
     assert texts(runner, jobs(1)) == [SAFE]
-    assert texts(runner, jobs(1, num_choices=2)) == [SAFE, open_try]
-    runner = CompletionRunner(Scripted([open_try], beams=True))
-    assert texts(runner, jobs(1)) == [open_try]  # nothing complete: the open one still serves
     closed = "try:\n        s = sum(items)\n    except TypeError:\n        s = -1"
     runner = CompletionRunner(Scripted([closed, SAFE], beams=True))
     assert texts(runner, jobs(1)) == [closed]

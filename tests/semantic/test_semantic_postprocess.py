@@ -11,7 +11,6 @@ from service.semantic.postprocess import (
     drop_repeated_runs,
     drop_unfinished_tail,
     is_substantive,
-    leaves_try_open,
 )
 from service.semantic.style import FileStyle, adapt_style, detect_style
 from service.semantic.unsafe import Finding, introduced, unsafe_patterns
@@ -214,20 +213,3 @@ def test_only_what_the_completion_introduced():
     assert introduced("def f():\n    ", "return 1\n    x = pickle.loads(b)", "") == (
         Finding("pickle_loads", 1),
     )
-
-
-@pytest.mark.parametrize(
-    "text, left_open",
-    [
-        ("try:\n    a()", True),
-        ("try:\n    a()\nexcept E:\n    b()", False),
-        ("try:\n    a()\nfinally:\n    b()", False),
-        # the except of an inner try does not close the outer one
-        ("try:\n    try:\n        a()\n    except E:\n        b()", True),
-        ("x = 1\n    if y:\n        z()", False),
-        ("retry(x)", False),
-        ("try:\n    a()\nexceptions = []", True),  # no clause of the try
-    ],
-)
-def test_leaves_try_open(text, left_open):
-    assert leaves_try_open(text) is left_open
