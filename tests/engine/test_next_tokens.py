@@ -2,6 +2,9 @@
 forced prefix, code on the first line at a cursor on a blank line, and the member after `expr.`
 combined with token healing and verified under speculation."""
 
+import random
+import sys
+
 import pytest
 import torch
 from tokenizers import Tokenizer
@@ -41,6 +44,35 @@ def test_forced_prefix_tokens_that_end_the_line_blank_are_excluded():
     assert allowed(forced="  ") == {3}  # "  \n" spells the prefix, then ends the line blank
     # The forced newline is the prompt's own: spelling it is no blank line of the output.
     assert allowed(forced="\n  ") == {0, 5}
+
+
+def test_spelling_is_every_token_that_continues_the_text():
+    """The bisection over sorted texts finds what a scan of the vocabulary finds, on random
+    vocabularies (duplicates, the last code point, the stop token) and texts."""
+    rng = random.Random(0)
+    alphabet = [" ", "\n", "a", "b", "é", chr(sys.maxunicode)]
+    for _ in range(300):
+        strings = ["".join(rng.choices(alphabet, k=rng.randint(1, 4))) for _ in range(40)]
+        strings[EOS] = "<eos>"
+        tokens = next_tokens(strings)
+        for _ in range(10):
+            remaining = "".join(rng.choices(alphabet, k=rng.randint(1, 5)))
+            scan = {
+                t
+                for t, text in enumerate(strings)
+                if t != EOS and (text.startswith(remaining) or remaining.startswith(text))
+            }
+            assert sorted(tokens.spelling(remaining)) == sorted(scan)
+
+
+def test_healing_masks_are_cached_and_stay_right():
+    tokens = next_tokens(STRINGS)
+    seq = Sequence("r", [1], SamplingParams(forced_prefix="  ", code_on_first_line=True))
+    first = tokens.allowed(seq, len(STRINGS))
+    assert tokens.allowed(seq, len(STRINGS)) is first  # built once
+    assert set(first.nonzero().flatten().tolist()) == {3}
+    seq.params = SamplingParams(forced_prefix="  ", code_on_first_line=False)
+    assert set(tokens.allowed(seq, len(STRINGS)).nonzero().flatten().tolist()) == {1, 3}
 
 
 MEMBER_STRINGS = ["a", "ap", "app", "append", "apx", "pend", "<eos>", "(", "pop", "x", "endleft"]
