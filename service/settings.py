@@ -108,6 +108,11 @@ class Settings:
         "the Tabby body's prefix is clipped to its last whole lines within this many characters "
         "first, as Tabby's own server does; the token window (--prefix-tokens) then applies",
     )
+    tabby_prefix_imports: bool = setting(
+        False,
+        "where --tabby-prefix-chars drops the file's beginning, its module-level imports (within "
+        "a quarter of those characters) go before the kept lines",
+    )
     snippet_tokens: int = setting(
         256, "token budget for Tabby's declarations and snippets, rendered as comment lines"
     )

@@ -72,6 +72,26 @@ def clip_prefix_chars(prefix: str, max_chars: int) -> str:
     return prefix[first_kept:]
 
 
+# A module-level import statement, a parenthesized list of names included.
+IMPORT = re.compile(
+    r"^(?:from[ \t]+[\w.]+[ \t]+import[ \t]*\([^)]*\)|(?:from[ \t]+[\w.]+[ \t]+)?import[ \t][^\n]*)",
+    re.MULTILINE,
+)
+
+
+def imports_before(text: str, end: int, max_chars: int) -> str:
+    """The module-level imports in `text[:end]` (the code a window dropped), one a line, the
+    first ones within `max_chars`: the names they bind are what the kept code goes on using."""
+    kept, used = [], 0
+    for match in IMPORT.finditer(text, 0, end):
+        statement = match.group().rstrip() + "\n"
+        if used + len(statement) > max_chars:
+            break
+        kept.append(statement)
+        used += len(statement)
+    return "".join(kept)
+
+
 @dataclass(frozen=True)
 class Snippet:
     """Code from another file that the client thinks is relevant (Tabby's declarations etc.)."""

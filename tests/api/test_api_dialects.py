@@ -69,6 +69,25 @@ def test_tabby_debug_prompt_is_the_fim_template_with_snippets(client):
     )
 
 
+@pytest.mark.parametrize("keep_imports", [True, False])
+def test_tabby_clip_keeps_the_module_imports_it_drops_with_the_flag(tmp_path, keep_imports):
+    imports = "import os\nfrom m import (\n    a,\n)\n"
+    body = "".join(f"x{i} = {i}\n" for i in range(40))
+    settings = Settings(
+        model=build_scripted_checkpoint(tmp_path / "model"),
+        device="cpu",
+        tabby_prefix_chars=140,  # the scripted model's 256 positions take the whole prompt
+        tabby_prefix_imports=keep_imports,
+    )
+    with TestClient(create_app(settings)) as client:
+        prompt = tabby(
+            client, prefix=imports + body + PREFIX, debug_options={"return_prompt": True}
+        )
+    kept = prompt["debug_data"]["prompt"].removeprefix("<fim_prefix>")
+    assert kept.startswith(imports + "\nx") is keep_imports  # the imports, a blank line, the clip
+    assert kept.startswith("x") is not keep_imports
+
+
 def test_tabby_user_field_and_session_header_are_accepted(client):
     assert tabby(client, user="alice")["choices"][0]["text"] == " b"
 

@@ -1,6 +1,12 @@
 """Context window: token budgets cut at line boundaries; snippets as comment lines."""
 
-from service.prompt.window import Snippet, clip_prefix, clip_suffix, render_snippets
+from service.prompt.window import (
+    Snippet,
+    clip_prefix,
+    clip_suffix,
+    imports_before,
+    render_snippets,
+)
 from tests.support.fim_tokenizers import build_tokenizer
 
 TOKENIZER = build_tokenizer("starcoder")
@@ -62,3 +68,17 @@ def test_snippets_respect_their_budget():
     rendered = render_snippets([big, small], "python", TOKENIZER, 40)
     assert rendered == "# Path: small.py\n# x = 1\n"
     assert render_snippets([big], "python", TOKENIZER, 5) == ""
+
+
+def test_imports_before_a_window_are_the_module_level_ones_within_the_budget():
+    text = (
+        "import os\nfrom .lib import (\n    a,\n    b,\n)\nx = 1\nimport sys, re  # two\n\n"
+        "def f():\n    import json\n    return os\nfrom z import y\n"
+    )
+    cut = text.index("def f")
+    assert imports_before(text, cut, 1000) == (
+        "import os\nfrom .lib import (\n    a,\n    b,\n)\nimport sys, re  # two\n"
+    )
+    assert imports_before(text, len(text), 1000).endswith("# two\nfrom z import y\n")  # not json
+    assert imports_before(text, cut, 12) == "import os\n"  # the first ones that fit
+    assert imports_before("def f():\n    pass\n", 18, 100) == ""

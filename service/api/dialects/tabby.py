@@ -30,7 +30,7 @@ from service.completion.plan import sampling_params
 from service.completion.runner import Completion, Job
 from service.completion.sessions import EditorSession
 from service.prompt.builder import CompletionInput, Prompt
-from service.prompt.window import Snippet
+from service.prompt.window import Snippet, imports_before
 
 MAX_TOKENS = 64
 GREEDY_AT_OR_BELOW = 0.1
@@ -64,11 +64,17 @@ def build_prompt(
     segments = body.segments
     if not segments.prefix.strip() and not (segments.suffix or "").strip():
         raise ApiError(400, "segments.prefix is empty: there is no code to complete", "segments")
+    max_chars = serving.settings.tabby_prefix_chars
+    # Sticky: a clip that moved with each line typed would change the prompt's first block.
+    prefix = serving.builder.windows.clip_prefix_chars(
+        segments.prefix, max_chars, session, cache_salt
+    )
+    if serving.settings.tabby_prefix_imports and len(prefix) < len(segments.prefix):
+        dropped = len(segments.prefix) - len(prefix)
+        if imports := imports_before(segments.prefix, dropped, max_chars // 4):
+            prefix = imports + "\n" + prefix  # a blank line, as between imports and code
     request = CompletionInput(
-        # Sticky: a clip that moved with each line typed would change the prompt's first block.
-        prefix=serving.builder.windows.clip_prefix_chars(
-            segments.prefix, serving.settings.tabby_prefix_chars, session, cache_salt
-        ),
+        prefix=prefix,
         suffix=segments.suffix or "",
         language=body.language,
         snippets=snippets(body),
