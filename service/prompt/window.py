@@ -9,8 +9,10 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
+from typing import Any
 
 from tokenizers import Tokenizer
 
@@ -213,30 +215,36 @@ class StickyWindows:
     ) -> str:
         """`prefix` from a line start that keeps at most `budget` tokens: the remembered start
         if it still fits, else a new one that leaves `step` tokens for typing."""
-        starts = [start for start, _ in encoding.offsets]
-        clipped = self.sticky_prefix(prefix, starts, budget, session, cache_salt)
+        # The tokens' starts are read through a key, not copied out: a list of a long file's
+        # ~10,000 starts a keystroke was the largest cost of its prompt on the event loop.
+        clipped = self.sticky_prefix(
+            prefix, encoding.offsets, budget, session, cache_salt, start_of=itemgetter(0)
+        )
         return clip_prefix(prefix, encoding, budget) if clipped is None else clipped
 
     def sticky_prefix(
         self,
         prefix: str,
-        starts: Sequence[int],
+        tokens: Sequence,
         budget: int,
         session: Hashable | None,
         cache_salt: str | None,
+        start_of: Callable[[Any], int] | None = None,
     ) -> str | None:
-        """clip_prefix on the tokens starting at `starts`; None where plain clipping applies
-        (the prefix fits, or the cursor's line alone is longer than the budget)."""
-        if len(starts) <= budget or budget <= 0:
+        """clip_prefix on `tokens`, in order, each starting at `start_of(token)` (the token
+        itself when None); None where plain clipping applies (the prefix fits, or the cursor's
+        line alone is longer than the budget)."""
+        if len(tokens) <= budget or budget <= 0:
             return None
         step = self.step(budget)
 
         def kept(cut: int) -> int:  # tokens from `cut` to the cursor
-            return len(starts) - bisect_left(starts, cut)
+            return len(tokens) - bisect_left(tokens, cut, key=start_of)
 
         # Line starts where the window keeps between budget - 2 steps and budget tokens, in
         # order (a start kept further back than that is given up: the window got too short).
-        cuts, cut = [], starts[len(starts) - budget]
+        first = tokens[len(tokens) - budget]
+        cuts, cut = [], first if start_of is None else start_of(first)
         if cut > 0 and prefix[cut - 1] != "\n":
             cut = prefix.find("\n", cut) + 1
         while 0 < cut < len(prefix) and kept(cut) >= budget - 2 * step:
