@@ -139,11 +139,13 @@ INFILL_LINE = {"input_prefix": "x = 1", "input_suffix": "\n", "stop_mode": "line
 LINE_INPUT = CompletionInput(prefix="x = 1", suffix="\n")
 
 
-def best_line_beam(engine: LLMEngine, language: str | None, length_penalty: float) -> str:
-    """The engine's best of 3 beams on the server's prompt for LINE_INPUT, stop mode "line"."""
+def best_line_beam(
+    engine: LLMEngine, language: str | None, length_penalty: float, stop_mode: str = "line"
+) -> str:
+    """The engine's best of 3 beams on the server's prompt for LINE_INPUT, in `stop_mode`."""
     prompt = server_prompt(engine, dataclasses.replace(LINE_INPUT, language=language), 64)
     greedy = sampling_params(
-        prompt, max_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=[], stop_mode="line"
+        prompt, max_tokens=64, temperature=0.0, top_p=1.0, seed=None, stop=[], stop_mode=stop_mode
     )
     params = dataclasses.replace(greedy, num_beams=3, length_penalty=length_penalty)
     return run(engine, prompt, params)[0]
@@ -244,5 +246,48 @@ def test_line_num_beams_leaves_other_requests_as_they_were(base_url, line_beams_
     """Blocks, requests that ask for their own beams or for sampling, several choices and
     streams are answered as by a server without --line-num-beams."""
     assert answer(line_beams_url, "/v1/completions", body) == answer(
+        base_url, "/v1/completions", body
+    )
+
+
+@pytest.fixture(scope="module")
+def block_beams_url(checkpoint):
+    flags = ("--device", "cpu", "--dtype", "float32", "--num-threads", "1", "--block-num-beams",
+             "3", "--no-semantic")  # fmt: skip
+    with running_server(checkpoint, *flags) as url:
+        yield url
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "language"),
+    [
+        ("/v1/completions", TABBY_LINE | {"stop_mode": "block"}, "python"),
+        ("/v1/completions", OPENAI_LINE | {"stop_mode": "block"}, None),
+        ("/infill", INFILL_LINE | {"stop_mode": "block"}, None),
+    ],
+)
+def test_block_num_beams_searches_greedy_block_requests(
+    base_url, block_beams_url, engine, path, body, language
+):
+    """A server started with --block-num-beams 3 answers a greedy block request with the best
+    of 3 beams at length penalty 0.5, where the plain server answers greedily."""
+    best_beam = best_line_beam(engine, language, 0.5, stop_mode="block")
+    assert answer(base_url, path, body) != best_beam  # the test can tell the two apart
+    assert answer(block_beams_url, path, body) == best_beam
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        TABBY_LINE | {"stop_mode": "line"},
+        OPENAI_LINE | {"stop_mode": "none"},
+        OPENAI_LINE | {"stop_mode": "block", "stream": True},
+        OPENAI_LINE | {"stop_mode": "block", "temperature": 0.7, "seed": 1},
+    ],
+)
+def test_block_num_beams_leaves_other_requests_as_they_were(base_url, block_beams_url, body):
+    """Single lines, the model's raw text, streams and sampling are answered as by a server
+    without --block-num-beams."""
+    assert answer(block_beams_url, "/v1/completions", body) == answer(
         base_url, "/v1/completions", body
     )

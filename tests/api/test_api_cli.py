@@ -96,11 +96,13 @@ def test_missing_checkpoint_says_what_to_do(tmp_path):
         (["--line-num-beams", "9"], "between 1 and max_num_beams (8)"),
         (["--line-num-beams", "0"], "between 1 and max_num_beams (8)"),
         (["--line-num-beams", "4", "--max-num-beams", "2"], "max_num_beams (2)"),
+        (["--block-num-beams", "9"], "between 1 and max_num_beams (8)"),
     ],
 )
-def test_a_line_beam_search_outside_the_beam_limit_is_refused(capsys, argv, message):
+def test_a_server_beam_search_outside_the_beam_limit_is_refused(capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *argv])
     assert exit_info.value.code == 2  # argparse's usage error, before any model loads
     error = capsys.readouterr().err
-    assert "line_num_beams is" in error and message in error
+    flag = argv[0].removeprefix("--").replace("-", "_")
+    assert f"{flag} is" in error and message in error

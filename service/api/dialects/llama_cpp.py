@@ -9,7 +9,7 @@ files go into the prompt as comment lines, and code-aware stopping is on ("auto"
 import uuid
 
 from service.api.dependencies import Caller, Serving
-from service.api.dialects.sampling import check_limits, with_line_beams
+from service.api.dialects.sampling import check_limits, with_server_beams
 from service.api.errors import ApiError
 from service.api.schemas import InfillRequest, InfillResponse, InfillTimings
 from service.completion.finishing import SourceFile
@@ -52,7 +52,7 @@ def job(body: InfillRequest, serving: Serving, caller: Caller) -> Job:
         min_indent=body.n_indent,  # llama.cpp: stop at the first line indented less than this
     )
     if not body.stream:
-        params = with_line_beams(params, serving.settings)
+        params = with_server_beams(params, serving.settings)
     return Job(
         request_id=f"infill-{uuid.uuid4()}",
         tenant=caller.tenant,

@@ -15,7 +15,7 @@ from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
     with_beams,
-    with_line_beams,
+    with_server_beams,
 )
 from service.api.errors import ApiError
 from service.api.schemas import (
@@ -68,7 +68,7 @@ def jobs(body: OpenAICompletionRequest, serving: Serving, caller: Caller) -> lis
                 stop_mode=body.stop_mode,
             )
             if body.n == 1 and not body.stream:
-                params = with_line_beams(params, serving.settings)
+                params = with_server_beams(params, serving.settings)
             result.append(
                 Job(
                     request_id=f"{completion_id}-{index}",

@@ -46,14 +46,22 @@ def with_beams(
         raise ApiError(400, str(error), "num_beams") from None
 
 
-def with_line_beams(params: SamplingParams, settings: Settings) -> SamplingParams:
-    """A greedy one-line completion as the server's --line-num-beams search; others unchanged.
+# A --block-num-beams search ranks as a request's own num_beams does by default.
+BLOCK_LENGTH_PENALTY = 0.5
+
+
+def with_server_beams(params: SamplingParams, settings: Settings) -> SamplingParams:
+    """A greedy code-aware request that asks for no beams as the server's beam search: one line
+    with --line-num-beams, a block (several lines) with --block-num-beams; others unchanged.
     Only for requests that do not stream: beam search has nothing final before it ends."""
+    if params.stop_rule is None or not params.greedy or params.beam_search:
+        return params
     one_line = isinstance(params.stop_rule, LineEnd)  # stop mode "line", sent or chosen by "auto"
-    if settings.line_num_beams == 1 or not one_line or not params.greedy or params.beam_search:
+    num_beams = settings.line_num_beams if one_line else settings.block_num_beams
+    if num_beams == 1:
         return params
     return dataclasses.replace(
         params,
-        num_beams=settings.line_num_beams,
-        length_penalty=settings.line_length_penalty,
+        num_beams=num_beams,
+        length_penalty=settings.line_length_penalty if one_line else BLOCK_LENGTH_PENALTY,
     )

@@ -6,8 +6,8 @@ at 0.1; we decode greedily at or below 0.1, which is nearly the same distributio
 makes a keystroke's suggestion deterministic (and so cacheable and reusable across requests).
 Our `num_beams` extension makes the choice the best of a beam search (greedy temperatures only),
 scored with `length_penalty` (ours too; 0.5 unless sent). A server started with
-`--line-num-beams` does so for every greedy one-line request, since Tabby's own clients send
-neither field.
+`--line-num-beams` does so for every greedy one-line request, and `--block-num-beams` for every
+greedy block, since Tabby's own clients send neither field.
 """
 
 import uuid
@@ -16,7 +16,7 @@ from service.api.dependencies import Caller, Serving
 from service.api.dialects.sampling import (
     check_limits,
     with_beams,
-    with_line_beams,
+    with_server_beams,
 )
 from service.api.errors import ApiError
 from service.api.schemas import (
@@ -107,7 +107,7 @@ def job(body: TabbyCompletionRequest, serving: Serving, caller: Caller) -> Job:
         params = with_beams(
             params, serving.settings, body.num_beams, length_penalty=body.length_penalty
         )
-    params = with_line_beams(params, serving.settings)
+    params = with_server_beams(params, serving.settings)
     return Job(
         request_id=f"cmpl-{uuid.uuid4()}",
         tenant=caller.tenant,
