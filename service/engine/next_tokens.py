@@ -106,18 +106,23 @@ class NextTokens:
             ids += self.ids_by_text.get(remaining[:length], ())
         return ids
 
+    def healing(self, remaining: str, needs_code: bool) -> list[int]:
+        """The tokens that spell on `remaining`; with `needs_code`, those whose text past it
+        starts the first line's code (does not end the line blank)."""
+        ids = self.spelling(remaining)
+        if not needs_code:
+            return ids
+        strings = self.token_strings
+        return [t for t in ids if not ends_blank_line(strings[t][len(remaining) :])]
+
     def healing_mask(self, remaining: str, needs_code: bool, vocab_size: int) -> torch.Tensor:
         """The tokens that spell on `remaining` (and, `needs_code`, start the first line's code
         past it), cached: the mask costs a list of thousands of ids to build."""
         key = (remaining, needs_code)
         mask = self.masks.pop(key, None)
         if mask is None or len(mask) != vocab_size:
-            ids = self.spelling(remaining)
-            if needs_code:  # what a token spells past the forced prefix starts the first line
-                strings = self.token_strings
-                ids = [t for t in ids if not ends_blank_line(strings[t][len(remaining) :])]
             mask = torch.zeros(vocab_size, dtype=torch.bool)
-            mask[ids] = True
+            mask[self.healing(remaining, needs_code)] = True
         self.masks[key] = mask
         if len(self.masks) > self.cached_masks:
             self.masks.popitem(last=False)
@@ -148,13 +153,13 @@ class NextTokens:
                 mask = blank if mask is None else mask & blank
         elif not names:
             mask = self.healing_mask(remaining, needs_code, vocab_size)
-        else:
-            ids = self.spelling(remaining)
+        else:  # ... and what a token spells past the forced prefix starts the member
             strings = self.token_strings
-            if needs_code:  # what a token spells past the forced prefix starts the first line
-                ids = [t for t in ids if not ends_blank_line(strings[t][len(remaining) :])]
-            # ... and starts the member
-            ids = [t for t in ids if self.member.allows(names, strings[t][len(remaining) :])]
+            ids = [
+                t
+                for t in self.healing(remaining, needs_code)
+                if self.member.allows(names, strings[t][len(remaining) :])
+            ]
             mask = torch.zeros(vocab_size, dtype=torch.bool)
             mask[ids] = True
         if mask.any():

@@ -24,10 +24,11 @@ import re
 import warnings
 from dataclasses import dataclass
 
+from service.semantic.brackets import CLOSERS
+from service.semantic.stopping import indentation
+
 MAX_CHARS = 4_000  # ~0.5 ms to parse (95% of definitions are shorter); longer: not checked
 HEADER = re.compile(r"(?:async\s+def|def|class)\b")
-# A line starting with a closer goes on the line above (`) -> int:` of a long header).
-CLOSERS = (")", "]", "}")
 # Module-level lines that go on a statement above them, which the region must start before.
 GOES_ON_ABOVE = re.compile(r"(?:else|elif|except|finally)\b|[)\]}]")
 # An indented region is compiled as the body of this header, so that its indentation stands.
@@ -39,10 +40,6 @@ class Statement:
     start: int  # characters into prefix + suffix
     end: int
     indented: bool  # starts past column 0: compiled under INDENTED_UNDER
-
-
-def _indentation(line: str) -> int:
-    return len(line[: len(line) - len(line.lstrip(" \t"))].expandtabs(8))
 
 
 def _is_code(line: str) -> bool:
@@ -60,35 +57,35 @@ def _start(text: str, cursor: int) -> tuple[int, int] | None:
     first `def`/`class` indented less than the code it holds, else the first module-level line
     that starts a statement. The cursor's own line counts when it is such a line."""
     start = text.rfind("\n", 0, cursor) + 1
-    cursor_line = text[start:cursor]
-    limit = _indentation(cursor_line) if cursor_line.strip() else len(cursor_line.expandtabs(8))
+    limit = indentation(text[start:cursor])  # a blank cursor line: the cursor's column
     own = True  # the cursor's line; blank, it stands at the cursor's column
     while cursor - start <= MAX_CHARS:
         line = _line(text, start)
         code = line.lstrip()
-        if own or _is_code(line) and not code.startswith(CLOSERS):  # `) -> int:` goes on a header
-            indentation = _indentation(line) if code else limit
-            if indentation < limit or own and (indentation == 0 or HEADER.match(code)):
+        # A line starting with a closer goes on the one above (`) -> int:` of a long header).
+        if own or _is_code(line) and code[0] not in CLOSERS:
+            indent = indentation(line) if code else limit
+            if indent < limit or own and (indent == 0 or HEADER.match(code)):
                 if HEADER.match(code):
-                    return start, indentation
-                if indentation == 0 and not GOES_ON_ABOVE.match(code):
+                    return start, indent
+                if indent == 0 and not GOES_ON_ABOVE.match(code):
                     return start, 0
-                limit = max(indentation, 1)  # an `else:` at column 0: its `if` is above
+                limit = max(indent, 1)  # an `else:` at column 0: its `if` is above
         if start == 0:
             return None
         start, own = text.rfind("\n", 0, start - 1) + 1, False
     return None
 
 
-def _end(text: str, cursor: int, indentation: int) -> int | None:
+def _end(text: str, cursor: int, indent: int) -> int | None:
     """The first line after the cursor's whose code is indented no deeper than the region's
     first line (at column 0, one that does not go on the statement above); else the text's end."""
     newline = text.find("\n", cursor)
     while newline != -1 and newline - cursor <= MAX_CHARS:
         start = newline + 1
         line = _line(text, start)
-        ends = _is_code(line) and _indentation(line) <= indentation
-        if ends and (indentation > 0 or not GOES_ON_ABOVE.match(line)):
+        ends = _is_code(line) and indentation(line) <= indent
+        if ends and (indent > 0 or not GOES_ON_ABOVE.match(line)):
             return start
         newline = text.find("\n", start)
     return len(text) if newline == -1 else None
@@ -118,11 +115,11 @@ def statement_around(prefix: str, suffix: str) -> Statement | None:
     found = _start(text, cursor)
     if found is None:
         return None
-    start, indentation = found
-    end = _end(text, cursor, indentation)
+    start, indent = found
+    end = _end(text, cursor, indent)
     if end is None or end - start > MAX_CHARS:
         return None
-    return Statement(start, end, indented=indentation > 0)
+    return Statement(start, end, indented=indent > 0)
 
 
 def parses_as_it_is(statement: Statement, prefix: str, suffix: str) -> bool:
