@@ -228,11 +228,11 @@ class InProcessEngine:
     """Our engine in this process as the server configures it with its defaults (bf16 on a CPU
     with bf16 instructions); a batch of requests arrives at one moment and runs to its end."""
 
-    def __init__(self, checkpoint: Path, threads: int):
+    def __init__(self, checkpoint: Path, threads: int, device: str = "cpu"):
         from service.app import engine_config
         from service.engine import LLMEngine, SamplingParams
 
-        config = engine_config(Settings(model=checkpoint, device="cpu", num_threads=threads))
+        config = engine_config(Settings(model=checkpoint, device=device, num_threads=threads))
         self.name = f"ours (in process, {config.dtype})"
         self.engine = LLMEngine(config)
         self.params = SamplingParams(max_tokens=NEW_TOKENS, ignore_eos=True)
@@ -306,9 +306,9 @@ class OurServerTyping:
     (a request the suggestion cache answers computes nothing: all hit); for requests at once,
     the batch's total, shared out in proportion to their prompts."""
 
-    def __init__(self, checkpoint: Path, threads: int):
-        self.process, port = launch_our_server(checkpoint, threads, "auto")
-        self.name = f"ours (HTTP, {Settings(device='cpu').resolved_dtype})"
+    def __init__(self, checkpoint: Path, threads: int, device: str = "cpu"):
+        self.process, port = launch_our_server(checkpoint, threads, "auto", device)
+        self.name = f"ours (HTTP, {Settings(device=device).resolved_dtype})"
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600)  # /metrics
         self.posts = KeepAliveClient(port)
 
@@ -371,6 +371,7 @@ def long_file_keystrokes(
     rounds: int = 4,
     generate_every: int = 0,
     seed: int = 24,
+    device: str = "cpu",
 ) -> dict:
     """`engine` on standard-library files of 5-50 KB, cursors past the window's budget, prompts
     built by our prompt builder with `windows`. `users` users, one after another, each with one
@@ -378,10 +379,11 @@ def long_file_keystrokes(
     NEW_TOKENS greedy tokens): per kind, prompt tokens, prefix-cache hit tokens and latency.
     Then `sessions` users on one file each, warmed by a cold request, type their next character
     at the same moment, `rounds` times: tokens/s and per-request p50. With `generate_every`,
-    `transformers` generate() (f32, no cache kept) runs the same prompt right after the engine
-    on every cold request and every `generate_every`-th keystroke, and after each round at once
-    on one of its prompts: the ratios compare requests seconds apart, so a shared machine's load
-    drifts out of them. The same `seed` types the same script whatever the engine."""
+    `transformers` generate() (`generate_model` on `device`, no cache kept) runs the same prompt
+    right after the engine on every cold request and every `generate_every`-th keystroke, and
+    after each round at once on one of its prompts: the ratios compare requests seconds apart,
+    so a shared machine's load drifts out of them. The same `seed` types the same script
+    whatever the engine."""
     rng = random.Random(seed)
     defaults = Settings()
     budget = Budget(defaults.prefix_tokens, defaults.suffix_tokens, defaults.snippet_tokens)
@@ -393,11 +395,7 @@ def long_file_keystrokes(
     load = [os.getloadavg()[0]]
     per_kind: dict[str, dict[str, list]] = {}
     outputs = []  # each sequential request's tokens, to compare engines on the same script
-    model = (
-        AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
-        if generate_every
-        else None
-    )
+    model = generate_model(checkpoint, device) if generate_every else None
     theirs: dict[str, list[float]] = {}  # generate() latencies, paired with the engine's
     ours_paired: dict[str, list[float]] = {}
     count = 0
@@ -491,9 +489,20 @@ def long_file_keystrokes(
     return out
 
 
+def generate_model(checkpoint: Path, device: str = "cpu"):
+    """The checkpoint for `generate()` at its best on `device`: f32 on a CPU (its f32 products
+    are fast; bf16 is slower there), on a GPU the dtype our server runs (bf16)."""
+    dtype = (
+        torch.float32 if device == "cpu" else getattr(torch, Settings(device=device).resolved_dtype)
+    )
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
+    return model.to(device).eval()
+
+
 def generate(model, ids: list[int]) -> float:
     """Seconds `transformers` generate() takes for NEW_TOKENS greedy tokens after `ids`."""
-    x = torch.tensor([ids])
+    x = torch.tensor([ids], device=model.device)
+    synchronize(model.device)
     start = time.perf_counter()
     with torch.inference_mode():
         model.generate(
@@ -504,7 +513,13 @@ def generate(model, ids: list[int]) -> float:
             do_sample=False,
             pad_token_id=model.config.eos_token_id,
         )
+    synchronize(model.device)
     return time.perf_counter() - start
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # -- engines ---------------------------------------------------------------------------------
@@ -643,12 +658,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_our_server(checkpoint: Path, threads: int, dtype: str) -> tuple[subprocess.Popen, int]:
-    """`python -m service serve` at its defaults but for the model, threads and dtype."""
+def launch_our_server(
+    checkpoint: Path, threads: int, dtype: str, device: str = "cpu"
+) -> tuple[subprocess.Popen, int]:
+    """`python -m service serve` at its defaults but for the model, threads, dtype and device."""
     port = free_port()
     command = [sys.executable, "-m", "service", "serve", "--model", str(checkpoint)]
     command += ["--port", str(port), "--num-threads", str(threads), "--log-level", "warning"]
-    command += ["--dtype", dtype]
+    command += ["--dtype", dtype, "--device", device]
     command += ["--request-timeout-s", "300"]  # a busy machine must not cut the ×16 workloads
     process = subprocess.Popen(command, cwd=ROOT)
     llama_cpp.wait_until_healthy(f"http://127.0.0.1:{port}/v1/health", process)
@@ -802,11 +819,15 @@ def greedy_agreement(runs: list[EngineRun]) -> dict[str, str]:
 # -- report ----------------------------------------------------------------------------------
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     cpu = names[0] if names else platform.processor()
-    return f"{os.cpu_count()} CPUs ({cpu}), torch {torch.__version__}, Python {platform.python_version()}"
+    gpu = f", {torch.cuda.get_device_name()}" if device == "cuda" else ""
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}){gpu}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def code_version() -> str:
@@ -946,6 +967,13 @@ def main() -> None:
         "--sticky-only", action="store_true", help="with --long-files-only: not the old window"
     )
     parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="with --long-files-only: where our engine and generate() run (cuda: a lent GPU, "
+        "ours over HTTP and in process against generate() on the same GPU; no llama-server)",
+    )
+    parser.add_argument(
         "--cache-reuse",
         type=int,
         nargs="+",
@@ -994,22 +1022,23 @@ def main() -> None:
 
 
 def long_files(args) -> None:
-    """The long-file rows: ours with the old and the sticky window, then (unless --no-llama)
-    llama-server with --cache-reuse on both windows' prompts; a JSON row each in build/, and
-    the table in docs/benchmarks.md (unless --no-doc)."""
+    """The long-file rows: ours with the old and the sticky window, then (unless --no-llama, and
+    only on a CPU: our llama.cpp build is one) llama-server with --cache-reuse on both windows'
+    prompts; a JSON row each in build/, and the table in docs/benchmarks.md (unless --no-doc).
+    Both of our sticky-window columns are paired with generate() on the same device."""
     checkpoint = build_checkpoint(CHECKPOINT)
     users, events, rounds = (2, 60, 3) if args.quick else (6, 120, 6)
     load = os.getloadavg()[0]
-    print(f"machine: {machine()}; load at start: {load}", flush=True)
+    print(f"machine: {machine(args.device)}; load at start: {load}", flush=True)
     torch.set_num_threads(args.threads)
     windows = {"last-N": LastTokensWindow, "sticky": StickyWindows}  # fresh per run: they remember
     if args.sticky_only:
         del windows["last-N"]
     engines = [
-        ("ours", lambda: InProcessEngine(checkpoint, args.threads)),
-        ("ours_http", lambda: OurServerTyping(checkpoint, args.threads)),
+        ("ours", lambda: InProcessEngine(checkpoint, args.threads, args.device)),
+        ("ours_http", lambda: OurServerTyping(checkpoint, args.threads, args.device)),
     ]
-    if args.llama:
+    if args.llama and args.device == "cpu":
         llama_cpp.build_server()
         gguf = llama_cpp.convert_to_gguf(checkpoint, BUILD / "bench_checkpoint.f32.gguf")
         for reuse in args.cache_reuse:
@@ -1025,9 +1054,16 @@ def long_files(args) -> None:
             if engine_name == "ours_http" and window_name != "sticky":
                 continue  # the server's own window is the sticky one
             engine = start()
-            every = 10 if engine_name == "ours" and window_name == "sticky" else 0
+            every = 10 if engine_name.startswith("ours") and window_name == "sticky" else 0
             row = long_file_keystrokes(
-                engine, checkpoint, window(), users, events, rounds=rounds, generate_every=every
+                engine,
+                checkpoint,
+                window(),
+                users,
+                events,
+                rounds=rounds,
+                generate_every=every,
+                device=args.device,
             )
             rows[f"{engine.name}, {window_name} window"] = row
             print(engine.name, window_name, json.dumps(row, indent=1), flush=True)
@@ -1035,7 +1071,7 @@ def long_files(args) -> None:
             out.write_text(json.dumps(row))
             engine.close()
     about = (
-        f"Machine: {machine()}. Code: {code_version()}. {users} users × {events} requests, then "
+        f"Machine: {machine(args.device)}. Code: {code_version()}. {users} users × {events} requests, then "
         f"16 sessions × {rounds} rounds at once; {NEW_TOKENS} new tokens, greedy; "
         f"{args.threads} CPU thread(s) per engine. 1-minute load average: {load:.1f} at the start, "
         + ", ".join(

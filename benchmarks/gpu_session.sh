@@ -7,10 +7,16 @@
 #           PILOT_STEPS=0), and its weights (no optimizer state: it would not fit the way back)
 #           as split archives,
 #   bench:  the kernel benchmark on the then idle GPU,
-#   engine: the CUDA-graph and determinism benchmarks.
+#   engine: the CUDA-graph and determinism benchmarks,
+#   serve:  the long-file workloads end to end on the GPU: our server over HTTP and our engine in
+#           process against `transformers` generate() on the same GPU
+#           (`benchmarks.bench_engine --long-files-only --device cuda`, ≈5 minutes; its JSON rows
+#           and its table come back in $OUT).
 # Inputs: the packed data in $DATA_IN (val.bin, meta.json, tokenizer files, and train.bin.xz or,
 # when it came in parts, train.bin.xz.NN in $PARTS_IN and $STASH), Python wheels the image lacks
-# in $WHEELS. Everything it reports lands in $OUT.
+# in $WHEELS (benchmarks/gpu_wheels.sh makes them). Everything it reports lands in $OUT.
+#
+# Serving alone, carrying .whl:   STAGES=serve TESTS=0 benchmarks/gpu_session.sh
 set -u
 OUT=${OUT:-/tmp/gpu-session}
 DATA_IN=${DATA_IN:-.gpu}
@@ -21,6 +27,7 @@ STAGES=${STAGES:-"train bench engine"}
 TRAIN_SECONDS=${TRAIN_SECONDS:-300}
 CALL_SECONDS=${CALL_SECONDS:-600}  # the device call's timeout_s
 BENCH_SECONDS=${BENCH_SECONDS:-100}
+SERVE_SECONDS=${SERVE_SECONDS:-480}
 BENCH_ARGS=${BENCH_ARGS-"--quick"}  # empty: the full shape grid
 CONFIG=${CONFIG:-training/configs/default.yaml}
 RUN=${RUN:-runs/default-model}  # the config's train.out_dir
@@ -39,14 +46,18 @@ fi
 [ "$STAGES" = stash ] && exit 0
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$WHEELS"/*.whl
+# The project itself: its kernels import as `completion_kernels` from kernels/ (setup.py).
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site .
 export PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
 run_tests() {  # the kernels' and models' tests that exist, compiled on CUDA
     local files=()
-    for f in tests/test_kernels_attention.py tests/test_kernels_beam.py tests/test_cuda_graphs.py \
-        tests/test_models.py; do [ -f "$f" ] && files+=("$f"); done
+    for f in tests/kernels/test_kernels_attention.py tests/kernels/test_kernels_beam.py \
+        tests/engine/test_cuda_graphs.py tests/engine/test_models.py; do
+        [ -f "$f" ] && files+=("$f")
+    done
     # (the one test left out compares with `transformers` on the CPU in a way its versions differ)
     timeout 240 python3 -m pytest -q -p no:cacheprovider "${files[@]}" -k "not scattered_blocks" \
         > /tmp/logs/tests.log 2>&1
@@ -114,6 +125,12 @@ if [[ $STAGES == *engine* ]]; then
     timeout 45 python3 benchmarks/bench_cuda_graphs.py > /tmp/logs/bench_cuda_graphs.md 2>&1
     timeout 90 python3 -m benchmarks.determinism --families gpt2 --trials 2 > /tmp/logs/determinism.md 2>&1
     stamp "engine benchmarks done"
+fi
+if [[ $STAGES == *serve* ]]; then
+    timeout "$SERVE_SECONDS" python3 -m benchmarks.bench_engine --long-files-only --device cuda \
+        --sticky-only --no-doc > /tmp/logs/bench_long_files.md 2>&1
+    cp /tmp/logs/bench_long_files.md build/bench_long_files_*.json "$OUT"/ 2>/dev/null
+    stamp "long files on the GPU done: $(tail -c 300 /tmp/logs/bench_long_files.md)"
 fi
 [[ $STAGES == *train* ]] && pack_weights
 tar czf "$OUT/logs.tgz" -C /tmp logs
