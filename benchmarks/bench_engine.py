@@ -492,10 +492,10 @@ def long_file_keystrokes(
 def generate_model(checkpoint: Path, device: str = "cpu"):
     """The checkpoint for `generate()` at its best on `device`: f32 on a CPU (its f32 products
     are fast; bf16 is slower there), on a GPU the dtype our server runs (bf16)."""
-    dtype = (
-        torch.float32 if device == "cpu" else getattr(torch, Settings(device=device).resolved_dtype)
-    )
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=dtype)
+    from service.engine.model_runner import DTYPES
+
+    dtype = "float32" if device == "cpu" else Settings(device=device).resolved_dtype
+    model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=DTYPES[dtype])
     return model.to(device).eval()
 
 
@@ -556,7 +556,7 @@ class HFGenerate:
 
     def __init__(self, checkpoint: Path, threads: int):
         torch.set_num_threads(threads)
-        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        self.model = generate_model(checkpoint)
         self.tokenizer = Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
         self.pid = os.getpid()
 
